@@ -1,0 +1,89 @@
+"""Image backbones of LSeg: DPT-style ViT (reference §1.1-1.2) and ResNet-101 (§2).
+
+Both return four feature maps at H/4, H/8, H/16, H/32. The ViT forward is written here
+over timm's public modules (patch_embed, cls_token, pos_embed, blocks) instead of hooks
+or a patched `forward_flex`, so the position embedding is resampled exactly as the
+reference does it (bilinear, align_corners=False, no antialiasing); timm's own
+`dynamic_img_size` resamples bicubically and would not match.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .blocks import make_reassemble, run_reassemble
+from .config import LSegConfig
+
+
+class ViTBackbone(nn.Module):
+    """`pretrained` of the ViT models: `model` (timm ViT) and `act_postprocess{1..4}`."""
+
+    def __init__(self, cfg: LSegConfig) -> None:
+        super().__init__()
+        self.taps = tuple(cfg.vit_taps)
+        self.patch = cfg.patch
+        self.model = timm.create_model(
+            cfg.vit_name, pretrained=False, img_size=cfg.base_grid * cfg.patch, patch_size=cfg.patch,
+            embed_dim=cfg.vit_dim, depth=cfg.vit_depth, num_heads=cfg.vit_heads, num_classes=cfg.vit_head_classes)
+        for i, c in enumerate(cfg.reassemble, start=1):
+            setattr(self, f"act_postprocess{i}", make_reassemble(cfg.vit_dim, c, i))
+
+    def resized_pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """Stored (1, 1+g*g, C) embedding resampled to the input's patch grid (§1.1)."""
+        pos = self.model.pos_embed
+        cls_pos, grid = pos[:, :1], pos[:, 1:]
+        g = int(round(grid.shape[1] ** 0.5))
+        if (g, g) == (grid_h, grid_w):
+            return pos
+        grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+        return torch.cat([cls_pos, grid], dim=1)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        m = self.model
+        b, _, h, w = x.shape
+        gh, gw = h // self.patch, w // self.patch
+        tokens = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        tokens = m.patch_embed.norm(tokens)  # Identity for these models; kept for generality
+        tokens = torch.cat([m.cls_token.expand(b, -1, -1), tokens], dim=1)
+        tokens = m.pos_drop(tokens + self.resized_pos_embed(gh, gw))
+        taps = []
+        last = max(self.taps)
+        for i, blk in enumerate(m.blocks):
+            tokens = blk(tokens)
+            if i in self.taps:
+                taps.append(tokens)
+            if i == last:  # later blocks and the final norm do not reach the output
+                break
+        return [run_reassemble(getattr(self, f"act_postprocess{i + 1}"), t, gh, gw) for i, t in enumerate(taps)]
+
+
+class ResNetBackbone(nn.Module):
+    """`pretrained` of the ResNet model: torchvision ResNet repackaged as layer1..layer4 (§2)."""
+
+    def __init__(self, cfg: LSegConfig) -> None:
+        super().__init__()
+        if cfg.resnet_block == "bottleneck" and tuple(cfg.resnet_layers) == (3, 4, 23, 3):
+            net = torchvision.models.resnet101(weights=None)
+        else:
+            block = {"bottleneck": torchvision.models.resnet.Bottleneck,
+                     "basic": torchvision.models.resnet.BasicBlock}[cfg.resnet_block]
+            net = torchvision.models.resnet.ResNet(block, list(cfg.resnet_layers))
+        self.layer1 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        l1 = self.layer1(x)
+        l2 = self.layer2(l1)
+        l3 = self.layer3(l2)
+        return [l1, l2, l3, self.layer4(l3)]
+
+
+def build_backbone(cfg: LSegConfig) -> nn.Module:
+    return ViTBackbone(cfg) if cfg.backbone == "vit" else ResNetBackbone(cfg)

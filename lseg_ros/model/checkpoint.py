@@ -1,0 +1,312 @@
+"""Checkpoints: the released Lightning files (reference §3) and the project's own format.
+
+Released files (demo_e200.ckpt, fss_l16.ckpt, fss_rn101.ckpt, fold checkpoints) are
+PyTorch-Lightning 1.x pickles whose `callbacks` dict is keyed by a Lightning class, so
+`torch.load(weights_only=True)` refuses them and plain unpickling would need (and run)
+pytorch_lightning. `_SafeUnpickler` resolves only tensor-rebuilding functions and plain
+containers; any other global becomes an inert placeholder that refuses to be called, so a
+pickled callable (e.g. `os.system`) is reported, never run.
+
+The own format is a safetensors file (no pickle at all) with the `LSegConfig` as JSON in
+its metadata. Formats are recognised by their first bytes, not by file extension.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import struct
+import types
+import zipfile
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .config import LSegConfig
+from .lseg import LSegNet, resolve_device
+
+log = logging.getLogger(__name__)
+
+OWN_FORMAT = "lseg_ros"
+OWN_FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read or does not fit the model; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file asks the unpickler to call something other than a tensor rebuild function."""
+
+
+# ---- restricted unpickling -----------------------------------------------------------
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # Tensor subclasses are rebuilt through this; allow only the plain tensor types.
+    if new_type not in (torch.Tensor, torch.nn.Parameter):
+        raise UnsafeCheckpointError(f"refusing to rebuild a tensor of type {new_type!r}")
+    return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
+
+
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch", "Tensor"): torch.Tensor,
+    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+    ("torch", "Size"): torch.Size,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+}
+_ALLOWED.update({("torch", str(d).split(".")[-1]): d for d in (
+    torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.int8, torch.int16, torch.int32,
+    torch.int64, torch.uint8, torch.bool)})
+
+
+def _placeholder(module: str, name: str) -> type:
+    """An inert stand-in for a class reference; constructing or calling it raises."""
+    qual = f"{module}.{name}"
+
+    def refuse(*args, **kwargs):
+        raise UnsafeCheckpointError(f"the file asks to call {qual}, which a weights file never needs; refused")
+
+    return type(f"Foreign[{qual}]", (), {"__new__": refuse, "__init__": refuse, "__reduce__": refuse,
+                                         "qualified_name": qual, "__module__": __name__})
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        # e.g. the pytorch_lightning callback class used as a dict key: keep it inert.
+        return _placeholder(module, name)
+
+
+_safe_pickle = types.ModuleType("lseg_safe_pickle")
+_safe_pickle.Unpickler = _SafeUnpickler
+_safe_pickle.load = lambda f, **kw: _SafeUnpickler(f, **kw).load()
+_safe_pickle.__name__ = "lseg_safe_pickle"
+
+
+# ---- format detection ----------------------------------------------------------------
+
+def _sniff(path: str) -> str:
+    """'zip' (torch >= 1.6 checkpoint), 'pickle' (legacy torch.save) or 'safetensors'."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path!r} is empty")
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 8 + n <= size:
+            return "safetensors"
+    lower = head.lstrip().lower()
+    hint = " (it looks like an HTML page, e.g. a download that returned a web page)" if lower.startswith(b"<") else ""
+    raise CheckpointError(f"{path!r} is neither a PyTorch checkpoint nor a safetensors file{hint}")
+
+
+def _read_torch(path: str, kind: str) -> dict:
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as z:
+                if not any(n.endswith("data.pkl") for n in z.namelist()):
+                    raise CheckpointError(f"{path!r} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
+        except zipfile.BadZipFile as e:
+            raise CheckpointError(f"{path!r} is truncated or corrupt: {e}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", pickle_module=_safe_pickle, weights_only=False,
+                         mmap=(kind == "zip"))
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"{path!r}: {e}") from None
+    except Exception as e:  # truncated, corrupt: torch raises RuntimeError, EOFError, UnpicklingError...
+        raise CheckpointError(f"cannot read checkpoint {path!r} ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path!r} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+# ---- released layouts ----------------------------------------------------------------
+
+# Parts of the released files the project does not use: CLIP's visual tower and its
+# logit scale (LSeg uses a fixed 1/0.07). They are discarded by name; all else is strict.
+_DISCARD_PREFIXES = ("clip_pretrained.visual.", "clip_pretrained.logit_scale")
+
+
+def _rename_released(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        k = k[len("net."):]
+        if k.startswith(_DISCARD_PREFIXES):
+            continue
+        if k.startswith("clip_pretrained."):
+            k = "text.tower." + k[len("clip_pretrained."):]
+        # pretrained.* and scratch.* keep their names (our modules mirror them).
+        # CLIP is stored in float16: cast. Copy float32 tensors too: they are memory-mapped
+        # from the file, which must not stay tied to the live model.
+        out[k] = v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
+    return out
+
+
+def _from_released_vit(sd: Dict[str, torch.Tensor]) -> Tuple[LSegConfig, Dict[str, torch.Tensor]]:
+    """ViT-L/16 layout (demo_e200.ckpt, fss_l16.ckpt): §3 table."""
+    return LSegConfig.vitl16(), _rename_released(sd)
+
+
+def _from_released_rn101(sd: Dict[str, torch.Tensor]) -> Tuple[LSegConfig, Dict[str, torch.Tensor]]:
+    """ResNet-101 layout (fss_rn101.ckpt, pascal/coco folds): §2 key mapping."""
+    return LSegConfig.rn101(), _rename_released(sd)
+
+
+def _released_state_dict(path: str, obj: dict) -> Tuple[LSegConfig, Dict[str, torch.Tensor]]:
+    sd = obj.get("state_dict")
+    if not isinstance(sd, dict) or not sd:
+        raise CheckpointError(f"{path!r} has no 'state_dict' (top-level keys: {sorted(map(str, obj))[:10]})")
+    bad = [k for k in sd if not isinstance(k, str) or not k.startswith("net.")]
+    if bad:
+        raise CheckpointError(f"{path!r} is not an LSeg checkpoint: keys without the 'net.' prefix, e.g. {bad[:5]}")
+    if any(k.startswith("net.pretrained.model.blocks.") for k in sd):
+        return _from_released_vit(sd)
+    if any(k.startswith("net.pretrained.layer1.4.") for k in sd):
+        return _from_released_rn101(sd)
+    raise CheckpointError(f"{path!r}: unrecognised LSeg layout (neither ViT 'net.pretrained.model.blocks.*' "
+                          "nor ResNet 'net.pretrained.layer1.4.*' keys)")
+
+
+# ---- strict loading --------------------------------------------------------------------
+
+def _fmt(keys, limit=12) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor]) -> LSegNet:
+    # Build on the meta device: no time spent on random init of ~400M parameters.
+    with torch.device("meta"):
+        net = LSegNet(config)
+    expected = net.state_dict()
+    missing = set(expected) - set(sd)
+    unexpected = set(sd) - set(expected)
+    if missing or unexpected:
+        msg = [f"checkpoint {path!r} does not fit the {config.backbone} model"]
+        if missing:
+            msg.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
+        if unexpected:
+            msg.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
+        if any(k.startswith("scratch.head_block") for k in unexpected | missing):
+            msg.append("(scratch.head_block.* holds the spatial-regularisation block: check spatial_block)")
+        raise CheckpointError("; ".join(msg))
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path!r}: shape mismatch for {len(wrong)} keys: {_fmt(wrong, 6)}")
+    net.load_state_dict(sd, strict=True, assign=True)
+    # Non-persistent buffers are not in any checkpoint: recreate them on the CPU.
+    net.mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    net.std = torch.tensor(config.std).view(1, 3, 1, 1)
+    net.text.tower.attn_mask = net.text.tower.build_causal_mask().to("cpu") if net.text.tower.attn_mask is not None else None
+    still_meta = [n for n, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
+    if still_meta:  # a guard for future library versions adding buffers
+        raise CheckpointError(f"internal: tensors not restored after loading {path!r}: {_fmt(still_meta)}")
+    net.untrained = False
+    return net.eval()
+
+
+def _resolve_arch(path: str, stored: LSegConfig, spatial_block, block_depth, activation) -> LSegConfig:
+    asked = (spatial_block, block_depth, activation)
+    have = (stored.spatial_block, stored.block_depth, stored.activation)
+    if asked == (None, 0, "lrelu") or asked == have:  # defaults: the file's record wins
+        return stored
+    raise CheckpointError(f"{path!r} records spatial_block/block_depth/activation = {have}, but {asked} was asked")
+
+
+def load_checkpoint(path, spatial_block: Optional[str] = None, block_depth: int = 0, activation: str = "lrelu",
+                    device="cpu", config: Optional[LSegConfig] = None) -> LSegNet:
+    """See `LSegNet.from_checkpoint`."""
+    path = os.fspath(path)
+    device = resolve_device(device)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        net = load_own(path, spatial_block, block_depth, activation)
+    else:
+        obj = _read_torch(path, kind)
+        cfg, sd = _released_state_dict(path, obj)
+        cfg = config or cfg
+        cfg = cfg.replace(spatial_block=spatial_block, block_depth=block_depth, activation=activation)
+        net = _build_and_load(path, cfg, sd)
+    log.info("loaded %s checkpoint %s (%s backbone)", kind, path, net.config.backbone)
+    return net.to(device).eval()
+
+
+# ---- own format ------------------------------------------------------------------------
+
+def save_own(net: LSegNet, path) -> str:
+    """Write the project's format: safetensors weights + {'format', 'format_version', 'config'}."""
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    meta = {"format": OWN_FORMAT, "format_version": OWN_FORMAT_VERSION, "config": net.config.to_json()}
+    tmp = path + ".part"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)  # never leave a half-written file under the final name
+    return path
+
+
+def load_own(path: str, spatial_block=None, block_depth: int = 0, activation: str = "lrelu") -> LSegNet:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+        sd = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {path!r}: {e}") from None
+    if meta.get("format") != OWN_FORMAT:
+        raise CheckpointError(f"{path!r} is a safetensors file but not an lseg_ros checkpoint (metadata {meta})")
+    if meta.get("format_version") != OWN_FORMAT_VERSION:
+        raise CheckpointError(f"{path!r} has format version {meta.get('format_version')!r}; "
+                              f"this code reads {OWN_FORMAT_VERSION!r}")
+    try:
+        stored = LSegConfig.from_json(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path!r}: bad architecture metadata ({e})") from None
+    return _build_and_load(path, _resolve_arch(path, stored, spatial_block, block_depth, activation), sd)
+
+
+def convert_checkpoint(src, dst, spatial_block: Optional[str] = None, block_depth: int = 0,
+                       activation: str = "lrelu") -> str:
+    """Released Lightning file -> own safetensors file (no pickle needed to load it again)."""
+    net = load_checkpoint(src, spatial_block=spatial_block, block_depth=block_depth, activation=activation)
+    return save_own(net, dst)
+
+
+def read_metadata(path) -> dict:
+    """Metadata of an own-format file ({'format', 'format_version', 'config' (LSegConfig)})."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if _sniff(path) != "safetensors":
+        raise CheckpointError(f"{path!r} is not an lseg_ros safetensors file")
+    with safe_open(path, framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if "config" in meta:
+        meta["config"] = LSegConfig.from_json(meta["config"])
+    return meta
+
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "load_checkpoint", "save_own", "load_own",
+           "convert_checkpoint", "read_metadata"]

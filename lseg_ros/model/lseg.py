@@ -1,0 +1,107 @@
+"""LSegNet: dense CLIP-aligned image features scored against text (reference §1.4).
+
+    logits = (1/0.07) * <normalise(head1(decoder(backbone(x)))), normalise(text)>
+    -> optional spatial-regularisation blocks (§1.5) -> bilinear x2 (align_corners=True)
+
+Submodule names follow the released checkpoints (`pretrained`, `scratch`; `clip_pretrained`
+becomes `text.tower`), so loading is a prefix rename (see checkpoint.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import build_backbone
+from .blocks import Scratch
+from .config import LSegConfig
+from .text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """A torch.device, with a clear error when CUDA is asked for but absent."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"bad device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: only 'cpu' and 'cuda' are supported")
+    return dev
+
+
+class LSegNet(nn.Module):
+    """The LSeg network. Build with `from_config` (random weights) or `from_checkpoint`."""
+
+    def __init__(self, config: LSegConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pretrained = build_backbone(config)
+        self.scratch = Scratch(config.reassemble, config.features, config.out_dim,
+                               config.spatial_block, config.activation)
+        self.text = TextEncoder(config)
+        # Normalisation travels with the weights; non-persistent so checkpoints stay pure weights.
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.untrained = True
+
+    # ---- builders ---------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: LSegConfig, device: Union[str, torch.device] = "cpu") -> "LSegNet":
+        """Random (untrained) weights, eval mode. For tests, or to load weights into later."""
+        return cls(config).to(resolve_device(device)).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path, spatial_block: Optional[str] = None, block_depth: int = 0,
+                        activation: str = "lrelu", device: Union[str, torch.device] = "cpu",
+                        config: Optional[LSegConfig] = None) -> "LSegNet":
+        """Load a released Lightning checkpoint or the project's own safetensors file.
+
+        The format is recognised by content; the released backbone by marker keys. The
+        spatial-block options describe the released model (they are not stored in it); the
+        own format records them and they need not be repeated. `config` overrides the
+        architecture of a released-layout file (used by tests with tiny models).
+        Returns the model in eval mode. Raises `CheckpointError` (a ValueError) on failure.
+        """
+        from .checkpoint import load_checkpoint
+        return load_checkpoint(path, spatial_block=spatial_block, block_depth=block_depth,
+                               activation=activation, device=device, config=config)
+
+    # ---- inference --------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Raw strings (used as given, no splitting or templates) -> (N, out_dim) unit-norm float32."""
+        return self.text(texts)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised -> (B, out_dim, H/2, W/2) unnormalised features."""
+        _, _, h, w = x.shape
+        if h % 32 or w % 32:
+            raise ValueError(f"input height and width must be multiples of 32, got {h}x{w} "
+                             "(the Predictor pads any image size)")
+        return self.scratch(self.pretrained(x))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised image, (N, D) text features -> (B, N, H, W) float32 logits."""
+        if text.ndim != 2 or text.shape[1] != self.config.out_dim:
+            raise ValueError(f"text features must be (N, {self.config.out_dim}), got {tuple(text.shape)}")
+        feats = self.image_features(x)
+        # Plain L2 normalisation without eps (§1.4); the matmul is done in float32
+        # (the reference's .half() only adds rounding).
+        feats = feats / feats.norm(dim=1, keepdim=True)
+        text = text.to(feats.dtype)
+        text = text / text.norm(dim=1, keepdim=True)
+        logits = self.config.logit_scale * torch.einsum("bchw,nc->bnhw", feats, text)
+        logits = logits.float()
+        if self.scratch.head_block is not None:
+            logits = self.scratch.head_block.apply_stack(logits, self.config.block_depth)
+        return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"backbone={c.backbone}, out_dim={c.out_dim}, spatial_block={c.spatial_block}, untrained={self.untrained}"

@@ -1,0 +1,142 @@
+"""rosbag2 reading and writing without a ROS install (``rosbags``), for ``lseg-segment``.
+
+A new bag gets every original connection and message (copied raw, untouched) plus, per
+segmented image topic ``T``: ``T/lseg/mask`` (sensor_msgs/Image mono8, or mono16 above 255
+labels), ``T/lseg/overlay`` (rgb8) and ``T/lseg/class_confidences`` (lseg_ros/msg/
+ClassConfidences), each stamped with the input header and written at the input's bag time.
+The ClassConfidences type is not in rosbags' typestore: it is registered from the package's
+``msg/ClassConfidences.msg``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+CONFIDENCES_TYPE = "lseg_ros/msg/ClassConfidences"
+
+
+class BagError(ValueError):
+    """Bad bag input; the message names the bag."""
+
+
+def typestore():
+    """The Kilted typestore with lseg_ros/msg/ClassConfidences registered."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg(confidences_msg_text(), CONFIDENCES_TYPE))
+    return store
+
+
+def confidences_msg_text() -> str:
+    """Text of ClassConfidences.msg: from the installed share folder or the source tree."""
+    for path in _msg_candidates("ClassConfidences.msg"):
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise FileNotFoundError("ClassConfidences.msg not found in share/lseg_ros/msg or the source tree's msg/")
+
+
+def _msg_candidates(name: str):
+    try:  # an installed (ament) package; pure Python, no rclpy
+        from ament_index_python.packages import get_package_share_directory
+
+        yield Path(get_package_share_directory("lseg_ros")) / "msg" / name
+    except Exception:  # noqa: BLE001 - not installed / ament_index absent: try the others
+        pass
+    yield Path(sys.prefix) / "share" / "lseg_ros" / "msg" / name
+    yield Path(__file__).resolve().parents[2] / "msg" / name
+
+
+def is_bag(path: Path) -> bool:
+    path = Path(path)
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file()
+    return path.suffix in (".db3", ".mcap")
+
+
+# ---- sensor_msgs/Image <-> numpy ------------------------------------------------------------
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3,
+             "mono16": 1, "16UC1": 1}
+
+
+def image_msg_to_rgb(msg, msgtype: str) -> np.ndarray:
+    """Decode a sensor_msgs Image or CompressedImage message to HxWx3 uint8 RGB."""
+    if msgtype == COMPRESSED_TYPE:
+        img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot decode CompressedImage (format {msg.format!r})")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    enc = msg.encoding
+    if enc not in _CHANNELS:
+        raise ValueError(f"unsupported image encoding {enc!r} (supported: {', '.join(_CHANNELS)})")
+    ch = _CHANNELS[enc]
+    depth16 = enc in ("mono16", "16UC1")
+    dtype = np.dtype(">u2" if msg.is_bigendian else "<u2") if depth16 else np.dtype(np.uint8)
+    row = msg.width * ch * dtype.itemsize
+    if msg.step < row or len(msg.data) < msg.step * msg.height:
+        raise ValueError(f"image data too short for {msg.width}x{msg.height} {enc} (step {msg.step})")
+    buf = np.frombuffer(bytes(msg.data), np.uint8)[: msg.step * msg.height].reshape(msg.height, msg.step)
+    arr = buf[:, :row].copy().view(dtype).reshape(msg.height, msg.width, ch)
+    if depth16:
+        arr = (arr.astype(np.float32) * (255.0 / max(int(arr.max()), 1))).astype(np.uint8)
+    if ch == 1:
+        return np.repeat(arr, 3, axis=2)
+    if enc in ("bgr8", "bgra8"):
+        arr = arr[..., 2::-1]
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def make_image_msg(store, header, array: np.ndarray, encoding: str):
+    """A sensor_msgs/Image (rosbags dataclass) from a HxW or HxWx3 array."""
+    Image = store.types[IMAGE_TYPE]
+    array = np.ascontiguousarray(array)
+    h, w = array.shape[:2]
+    ch = 1 if array.ndim == 2 else array.shape[2]
+    return Image(header=header, height=h, width=w, encoding=encoding,
+                 is_bigendian=0, step=w * ch * array.dtype.itemsize,
+                 data=array.reshape(-1).view(np.uint8))
+
+
+def make_confidences_msg(store, header, names, version, pixel_fraction, mean_conf, max_conf,
+                         unlabeled_id: int, min_confidence: float = 0.0):
+    """A ClassConfidences message, filling exactly the fields the .msg file declares."""
+    cls = store.types[CONFIDENCES_TYPE]
+    values = {
+        "header": header,
+        "label_set_version": int(version),
+        "labels": list(names),
+        "pixel_fraction": np.asarray(pixel_fraction, np.float32),
+        "mean_confidence": np.asarray(mean_conf, np.float32),
+        "max_confidence": np.asarray(max_conf, np.float32),
+        "unlabeled_id": int(unlabeled_id),
+        "min_confidence": float(min_confidence),
+    }
+    fields = [f for f in cls.__dataclass_fields__ if not f.startswith("__")]
+    missing = [f for f in fields if f not in values]
+    if missing:
+        raise RuntimeError(f"ClassConfidences.msg has fields this tool does not fill: {missing}")
+    return cls(**{f: values[f] for f in fields})
+
+
+def storage_plugin(name: str):
+    from rosbags.rosbag2 import StoragePlugin
+
+    try:
+        return {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[name]
+    except KeyError:
+        raise ValueError(f"storage must be sqlite3 or mcap, got {name!r}") from None
+
+
+def detect_storage(path: Path) -> str:
+    """'mcap' or 'sqlite3', from the bag's files (the default for the output bag)."""
+    path = Path(path)
+    files = [path] if path.is_file() else list(path.iterdir())
+    return "mcap" if any(f.suffix == ".mcap" for f in files) else "sqlite3"

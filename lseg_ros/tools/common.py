@@ -1,0 +1,151 @@
+"""Shared helpers of the offline tools: errors and exit codes, labels, model loading, progress."""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+
+class ToolError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def cli(func: Callable[[argparse.Namespace], int | None]) -> Callable:
+    """Wrap a tool body: set up logging, turn expected errors into one line on stderr + exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return int(func(args) or 0)
+        except (ToolError, FileNotFoundError, ValueError, OSError) as e:
+            if getattr(args, "verbose", False):
+                log.exception("failed")
+            print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def add_common_args(p: argparse.ArgumentParser, model: bool = True) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on errors")
+    if model:
+        g = p.add_argument_group("model")
+        g.add_argument("-w", "--weights", type=Path,
+                       help="released LSeg checkpoint (.ckpt) or the project's own file (.safetensors)")
+        g.add_argument("--config", default=None,
+                       help="named config (vitl16, rn101, tiny_vit, tiny_resnet) to build with random "
+                            "weights when no --weights is given (tests, smoke runs)")
+        g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+        g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                       help="inference precision; fp16/bf16 use autocast on CUDA only")
+        g.add_argument("--spatial-block", default=None, choices=("bottleneck", "depthwise"),
+                       help="spatial-regularisation head of a released checkpoint (reference §1.5)")
+        g.add_argument("--block-depth", type=int, default=0, help="depth of that head (default 0)")
+        g.add_argument("--activation", default="lrelu", choices=("relu", "lrelu", "tanh"))
+
+
+def parse_label_args(values: Sequence[str] | None, labels_file: Path | None) -> list[str]:
+    """Labels from ``--labels`` (comma-separated, repeatable; reference §4 strips spaces) and/or
+    a YAML/txt file. Duplicates are an error: they would make two ids for one name."""
+    from lseg_ros.tools.data import DataError, read_class_names
+
+    labels: list[str] = []
+    for v in values or ():
+        labels += [s.strip() for s in v.split(",") if s.strip()]
+    if labels_file is not None:
+        try:
+            labels += read_class_names(labels_file)
+        except DataError as e:
+            raise ToolError(str(e)) from None
+    if not labels:
+        raise ToolError("no labels: give --labels 'a, b, other' or --labels-file FILE")
+    seen = set()
+    dup = [x for x in labels if x in seen or seen.add(x)]
+    if dup:
+        raise ToolError(f"duplicate label(s): {', '.join(dup)}")
+    return labels
+
+
+def load_net(weights: Path | None = None, config: str | None = None, device: str = "cpu",
+             spatial_block=None, block_depth: int = 0, activation: str = "lrelu"):
+    """Build the network from a released/own checkpoint, or a named config with random weights."""
+    from lseg_ros.model import LSegNet
+
+    if weights is not None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise ToolError(f"{weights}: weights file not found (lseg-fetch downloads released ones)")
+        # The format (released Lightning .ckpt or own safetensors) is recognised by content.
+        return LSegNet.from_checkpoint(weights, spatial_block=spatial_block, block_depth=block_depth,
+                                       activation=activation, device=device)
+    if config is None:
+        raise ToolError("give --weights FILE (or --config NAME for an untrained network)")
+    net = LSegNet.from_config(named_config(config), device=device)
+    log.warning("config %s: random, untrained weights - results are meaningless", config)
+    return net
+
+
+def named_config(name: str):
+    from lseg_ros.model import LSegConfig
+
+    builders = {"vitl16": LSegConfig.vitl16, "rn101": LSegConfig.rn101,
+                "tiny_vit": LSegConfig.tiny_vit, "tiny_resnet": LSegConfig.tiny_resnet}
+    if name not in builders:
+        raise ToolError(f"unknown config {name!r}; choose from {', '.join(builders)}")
+    return builders[name]()
+
+
+def progress(iterable=None, total=None, desc=None, unit="it", disable=None):
+    """A tqdm bar (rate and time left) on stderr; off when stderr is not a terminal unless forced."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
+                disable=disable, file=sys.stderr)
+
+
+def palette(n: int) -> np.ndarray:
+    """(n, 3) uint8 RGB colours: the lead's imaging palette when present, else a fixed hash."""
+    try:
+        from lseg_ros.imaging import palette as _palette  # type: ignore[attr-defined]
+
+        return np.asarray(_palette(n), np.uint8)[:, :3]
+    except (ImportError, AttributeError, TypeError):
+        pass
+    import colorsys
+
+    cols = [colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65 + 0.35 * (i % 2), 0.95)
+            for i in range(n)]
+    return (np.array(cols).reshape(-1, 3) * 255).astype(np.uint8)
+
+
+def colorize(mask: np.ndarray, n: int, unlabeled: int | None = None) -> np.ndarray:
+    pal = palette(max(n, 1))
+    out = pal[np.clip(mask, 0, n - 1)]
+    if unlabeled is not None:
+        out[mask == unlabeled] = 0
+    return out
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, n: int, alpha: float = 0.5,
+            unlabeled: int | None = None) -> np.ndarray:
+    """Blend the colourised mask over the RGB image (unlabeled pixels keep the image)."""
+    col = colorize(mask, n, unlabeled).astype(np.float32)
+    out = image.astype(np.float32) * (1 - alpha) + col * alpha
+    if unlabeled is not None:
+        keep = mask == unlabeled
+        out[keep] = image[keep]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
