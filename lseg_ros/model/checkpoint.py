@@ -216,7 +216,9 @@ def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor]) 
     # Non-persistent buffers are not in any checkpoint: recreate them on the CPU.
     net.mean = torch.tensor(config.mean).view(1, 3, 1, 1)
     net.std = torch.tensor(config.std).view(1, 3, 1, 1)
-    net.text.tower.attn_mask = net.text.tower.build_causal_mask().to("cpu") if net.text.tower.attn_mask is not None else None
+    tower = net.text.tower
+    if tower.attn_mask is not None:  # the causal mask (None only for bidirectional towers)
+        tower.attn_mask = tower.build_causal_mask().to("cpu")
     still_meta = [n for n, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
     if still_meta:  # a guard for future library versions adding buffers
         raise CheckpointError(f"internal: tensors not restored after loading {path!r}: {_fmt(still_meta)}")

@@ -104,4 +104,5 @@ class LSegNet(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"backbone={c.backbone}, out_dim={c.out_dim}, spatial_block={c.spatial_block}, untrained={self.untrained}"
+        return (f"backbone={c.backbone}, out_dim={c.out_dim}, spatial_block={c.spatial_block}, "
+                f"untrained={self.untrained}")

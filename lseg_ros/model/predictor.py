@@ -104,7 +104,8 @@ class Predictor:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        with torch.inference_mode():
+        # no_grad, not inference_mode: the embeddings may later meet autograd (training tools).
+        with torch.no_grad():
             label_set = encode_label_set(self.net.text, list(labels), templates)
         with self._lock:
             self._cache[key] = label_set

@@ -66,7 +66,8 @@ class TextEncoder(nn.Module):
             width, heads, layers = cfg.text_width, cfg.text_heads, cfg.text_layers
             ctx, vocab, out_dim, act = cfg.context_length, 49408, cfg.out_dim, QuickGELU
         if out_dim != cfg.out_dim:
-            raise ValueError(f"text tower {cfg.text_model!r} gives {out_dim}-d features, config out_dim is {cfg.out_dim}")
+            raise ValueError(f"text tower {cfg.text_model!r} gives {out_dim}-d features, "
+                             f"config out_dim is {cfg.out_dim}")
         self.context_length = ctx
         self.tower = TextTransformer(context_length=ctx, vocab_size=vocab, width=width, heads=heads,
                                      layers=layers, output_dim=out_dim, act_layer=act)
