@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     node_params += ["-p", f"weights:={weights}"] if weights else ["-p", f"model:={args.model}"]
     procs = [
         subprocess.Popen([sys.executable, "-m", "lseg_ros.node.image_player", "--ros-args",
-                          "-p", f"rate:={args.rate}", "-p", "frames_per_image:=2"]),
+                          "-p", f"rate:={args.rate}", "-p", "frames_per_image:=1"]),
         subprocess.Popen([sys.executable, "-m", "lseg_ros.node.lseg_node", "--ros-args"] + node_params),
     ]
 
