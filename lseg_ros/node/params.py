@@ -1,0 +1,146 @@
+"""lseg_node's parameters: one table (name, default, description, validation, read-only).
+
+ROS-free on purpose: the node declares exactly these, config/lseg.yaml sets a subset of them and the
+tests compare the two without starting ROS. `validate(name, value)` returns None when the value is
+acceptable, otherwise the reason shown to the user (ros2 param set prints it).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..imaging import PALETTES
+
+MODELS = ("vitl16", "rn101", "tiny_vit", "tiny_resnet")
+DEFAULT_LABELS = ["floor", "wall", "person", "other"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any  # a python value; list[str] parameters may default to [] (declared STRING_ARRAY)
+    description: str
+    check: Optional[Callable[[Any], Optional[str]]] = None
+    read_only: bool = False  # needs a restart (model, device): the node refuses changes with a reason
+    constraints: str = ""
+
+
+def _choice(*options: str) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v in options else f"must be one of {', '.join(options)}; got {v!r}"
+
+
+def _range(lo: Optional[float] = None, hi: Optional[float] = None) -> Callable[[Any], Optional[str]]:
+    def check(v):
+        if lo is not None and v < lo:
+            return f"must be >= {lo}; got {v}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}; got {v}"
+        return None
+    return check
+
+
+def _device(v: str) -> Optional[str]:
+    if v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v or ""):
+        return None
+    return f"must be auto, cpu, cuda or cuda:N; got {v!r}"
+
+
+def _max_side(v: int) -> Optional[str]:
+    return None if v == 0 or v >= 32 else f"must be 0 (full resolution) or >= 32; got {v}"
+
+
+def _labels(v: List[str]) -> Optional[str]:
+    """The structural rules of lseg_ros.model.text.parse_labels, checked without importing torch/open_clip
+    (fast rejection at start); the node applies parse_labels itself when it encodes (token length too)."""
+    labels = list(v)
+    if not labels:
+        return "the label set is empty: give at least one label"
+    seen: Dict[str, int] = {}
+    for i, label in enumerate(labels):
+        parts = [p.strip() for p in str(label).strip().split("|")]
+        if not str(label).strip() or any(not p for p in parts):
+            return f"label {i} ({label!r}) is empty or has an empty alternative"
+        key = parts[0].casefold()
+        if key in seen:
+            return f"duplicate label {parts[0]!r} (labels {seen[key]} and {i})"
+        seen[key] = i
+    return None
+
+
+def _heatmap_labels(v: List[str]) -> Optional[str]:
+    names = [s.strip() for s in v if s.strip()]
+    if len({n.casefold() for n in names}) != len(names):
+        return f"duplicate names in {list(v)}"
+    return None
+
+
+PARAMS: Tuple[Param, ...] = (
+    # --- model (read at start; change and restart) ---
+    Param("weights", "", "Path to the weights: a released LSeg Lightning checkpoint (demo_e200.ckpt, "
+          "fss_l16.ckpt, fss_rn101.ckpt, ...) or the project's own .safetensors file. '' = no weights: "
+          "an UNTRAINED network built from `model` (meaningless output; for tests and plumbing only).",
+          read_only=True),
+    Param("model", "vitl16", "Architecture used when `weights` is '' (a weights file carries its own): "
+          "vitl16, rn101, or the small test variants tiny_vit, tiny_resnet.", _choice(*MODELS), True),
+    Param("spatial_block", "", "Spatial-regularisation head of a released checkpoint ('', bottleneck, "
+          "depthwise); not stored in released files, so it must be given for such checkpoints.",
+          _choice("", "bottleneck", "depthwise"), True),
+    Param("block_depth", 0, "Depth of the spatial-regularisation head (released files: see its model card).",
+          _range(0, 16), True),
+    Param("activation", "lrelu", "Activation of the spatial-regularisation head: relu, lrelu, tanh.",
+          _choice("relu", "lrelu", "tanh"), True),
+    Param("device", "auto", "auto (cuda when available, else cpu with a warning), cpu, cuda, cuda:N. "
+          "Asking for cuda where there is none is an error at start.", _device, True),
+    Param("precision", "fp32", "fp32, fp16 or bf16 (autocast; fp16/bf16 need CUDA).",
+          _choice("fp32", "fp16", "bf16"), True),
+    Param("num_threads", 0, "torch CPU threads for inference (0 = torch's default).", _range(0, 256), True),
+    Param("max_side", 0, "Shrink the image so its long side is at most this many pixels before inference "
+          "(outputs stay at the input resolution). 0 = infer at full resolution.", _max_side),
+    Param("enabled", True, "false stops processing and frees the model (GPU memory); true loads it again. "
+          "set_labels still answers while disabled (the labels are encoded when re-enabled).", None),
+    # --- labels and outputs ---
+    Param("labels", list(DEFAULT_LABELS), "Label set, class id = index. 'a|b' lists alternatives (their text "
+          "embeddings are averaged; the display name is 'a'). Same effect as the set_labels service, which "
+          "updates this parameter.", _labels),
+    Param("min_confidence", 0.0, "Pixels whose winning probability is below this are 255 (mono16: 65535) "
+          "in lseg/mask and uncoloured in lseg/overlay.", _range(0.0, 1.0)),
+    Param("palette", "voc", f"Colours of the class ids in lseg/overlay and lseg/labels: {', '.join(PALETTES)}.",
+          _choice(*PALETTES)),
+    Param("overlay_alpha", 0.5, "Opacity of the mask colours in lseg/overlay.", _range(0.0, 1.0)),
+    Param("overlay_legend", True, "Draw the label legend into lseg/overlay.", None),
+    Param("heatmap_labels", [], "Labels (display names) that get a 32FC1 probability map on "
+          "lseg/heatmap/<name> (name lower-cased, non-alphanumerics replaced by '_').", _heatmap_labels),
+    # --- input ---
+    Param("input_transport", "raw", "raw: sensor_msgs/Image on `image`; compressed: "
+          "sensor_msgs/CompressedImage on `<image>/compressed` (image_transport's naming).",
+          _choice("raw", "compressed")),
+    Param("input_reliability", "auto", "auto: reliable while every publisher of the input topic is reliable, "
+          "best effort as soon as one is not (re-checked twice a second); reliable; best_effort.",
+          _choice("auto", "reliable", "best_effort")),
+    Param("input_depth", 1, "Keep-last depth of the input subscription.", _range(1, 100)),
+    Param("max_frame_age", 1.0, "Frames whose header stamp is older than this (seconds, node clock) when the "
+          "worker takes them are dropped and counted. 0 disables the check (unsynchronised camera clocks).",
+          _range(0.0)),
+    Param("max_image_pixels", 4096 * 4096, "Larger input images are refused (logged, dropped).", _range(1)),
+    # --- outputs ---
+    Param("output_depth", 2, "Keep-last depth of the (reliable) output publishers.", _range(1, 100), True),
+    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", _range(0.1, 60.0), True),
+)
+
+BY_NAME: Dict[str, Param] = {p.name: p for p in PARAMS}
+
+
+def validate(name: str, value: Any) -> Optional[str]:
+    """None if `value` is acceptable for parameter `name`, else the reason."""
+    p = BY_NAME.get(name)
+    if p is None or p.check is None:
+        return None
+    return p.check(value)
+
+
+def topic_token(name: str) -> str:
+    """A label's display name as a ROS topic token: lower case, [a-z0-9_], not starting with a digit."""
+    tok = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower()).strip("_") or "label"
+    tok = re.sub(r"_+", "_", tok)
+    return f"l_{tok}" if tok[0].isdigit() else tok

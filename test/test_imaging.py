@@ -1,0 +1,169 @@
+"""lseg_ros.imaging without ROS: sensor_msgs encodings <-> numpy, compressed input, palettes, overlays."""
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from lseg_ros import imaging
+from lseg_ros.imaging import ImageError, decode_compressed, decode_image, encode_image
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    import skimage.data
+    return np.ascontiguousarray(cv2.resize(skimage.data.astronaut(), (64, 48)))
+
+
+def test_imaging_imports_no_rclpy():
+    import subprocess
+    code = "import sys, lseg_ros.imaging; sys.exit('rclpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("encoding, make, order", [
+    ("rgb8", lambda a: a, "rgb"),
+    ("bgr8", lambda a: a[:, :, ::-1], "bgr"),
+    ("rgba8", lambda a: np.dstack([a, np.full(a.shape[:2], 7, np.uint8)]), "rgb"),
+    ("bgra8", lambda a: np.dstack([a[:, :, ::-1], np.full(a.shape[:2], 7, np.uint8)]), "bgr"),
+    ("8UC3", lambda a: a[:, :, ::-1], "bgr"),
+])
+def test_colour_encodings(rgb, encoding, make, order):
+    arr = np.ascontiguousarray(make(rgb))
+    img, got_order = decode_image(encoding, 48, 64, arr.strides[0], False, arr.tobytes())
+    assert got_order == order and img.shape == (48, 64, 3) and img.dtype == np.uint8
+    as_rgb = img if order == "rgb" else img[:, :, ::-1]
+    np.testing.assert_array_equal(as_rgb, rgb)
+
+
+def test_row_padding_is_skipped(rgb):
+    step = 64 * 3 + 13
+    buf = np.zeros((48, step), np.uint8)
+    buf[:, :64 * 3] = rgb.reshape(48, -1)
+    img, _ = decode_image("rgb8", 48, 64, step, False, buf.tobytes())
+    np.testing.assert_array_equal(img, rgb)
+    # the last row's padding may be missing (some drivers send step*(h-1)+row bytes)
+    img, _ = decode_image("rgb8", 48, 64, step, False, buf.tobytes()[:-13])
+    np.testing.assert_array_equal(img, rgb)
+
+
+def test_mono8_is_replicated(rgb):
+    g = np.ascontiguousarray(rgb[:, :, 1])
+    for enc in ("mono8", "8UC1"):
+        img, order = decode_image(enc, 48, 64, 64, False, g.tobytes())
+        assert order == "rgb"
+        for c in range(3):
+            np.testing.assert_array_equal(img[:, :, c], g)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_mono16_is_min_max_stretched(big):
+    a = np.linspace(1000, 5000, 48 * 64).reshape(48, 64).astype(np.uint16)
+    data = a.astype(">u2" if big else "<u2").tobytes()
+    for enc in ("mono16", "16UC1"):
+        img, _ = decode_image(enc, 48, 64, 128, big, data)
+        assert img[0, 0, 0] == 0 and img[-1, -1, 0] == 255
+        assert np.all(np.diff(img[:, :, 0].ravel().astype(int)) >= 0)  # monotonic mapping
+    flat, _ = decode_image("mono16", 2, 2, 4, False, np.full((2, 2), 7, np.uint16).tobytes())
+    assert flat.max() == 0
+
+
+def test_rgb16_takes_the_high_byte(rgb):
+    a = rgb.astype(np.uint16) << 8
+    img, order = decode_image("rgb16", 48, 64, 64 * 6, False, a.tobytes())
+    np.testing.assert_array_equal(img, rgb)
+
+
+def test_yuv422(rgb):
+    yuyv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUYV) if hasattr(cv2, "COLOR_RGB2YUV_YUYV") else None
+    if yuyv is None:
+        pytest.skip("OpenCV has no RGB->YUYV conversion")
+    img, order = decode_image("yuv422_yuy2", 48, 64, 128, False, yuyv.tobytes())
+    assert order == "rgb" and np.abs(img.astype(int) - rgb).mean() < 12
+
+
+@pytest.mark.parametrize("args, words", [
+    (("32FC1", 4, 4, 16, False, bytes(64)), ["unsupported encoding '32FC1'", "rgb8", "mono16"]),
+    (("rgb8", 4, 4, 11, False, bytes(48)), ["step 11", "12"]),
+    (("rgb8", 4, 4, 12, False, bytes(40)), ["40 bytes", "48"]),
+    (("rgb8", 0, 4, 12, False, b""), ["empty image"]),
+    (("rgb8", 4, 0, 0, False, b""), ["empty image"]),
+    (("mono16", 3, 3, 5, False, bytes(18)), ["step 5"]),
+])
+def test_bad_images_raise_naming_the_problem(args, words):
+    with pytest.raises(ImageError) as e:
+        decode_image(*args)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_huge_image_guard():
+    with pytest.raises(ImageError, match="too large.*max_image_pixels=100"):
+        decode_image("mono8", 20, 20, 20, False, bytes(400), max_pixels=100)
+
+
+def test_compressed_jpeg_png_and_corrupt(rgb):
+    ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1])
+    img, order = decode_compressed("rgb8; jpeg compressed bgr8", jpg.tobytes())
+    assert order == "bgr" and img.shape == (48, 64, 3)
+    assert np.abs(img[:, :, ::-1].astype(int) - rgb).mean() < 8
+    ok, png = cv2.imencode(".png", (rgb[:, :, 0].astype(np.uint16) * 100))
+    img, order = decode_compressed("png", png.tobytes())
+    assert img.shape == (48, 64, 3) and img.max() == 255
+    with pytest.raises(ImageError, match="corrupt"):
+        decode_compressed("jpeg", b"\xff\xd8\xff garbage" * 10)
+    with pytest.raises(ImageError, match="empty"):
+        decode_compressed("jpeg", b"")
+    with pytest.raises(ImageError, match="compressedDepth"):
+        decode_compressed("16UC1; compressedDepth", png.tobytes())
+    with pytest.raises(ImageError, match="too large"):
+        decode_compressed("jpeg", jpg.tobytes(), max_pixels=100)
+
+
+def test_encode_image_round_trip():
+    m8 = (np.arange(12).reshape(3, 4) % 5).astype(np.uint8)
+    h, w, step, big, data = encode_image(m8, "mono8")
+    assert (h, w, step, big) == (3, 4, 4, False)
+    np.testing.assert_array_equal(decode_image("mono8", h, w, step, big, data)[0][:, :, 0], m8)
+    m16 = np.full((2, 3), 65535, np.uint16)
+    h, w, step, big, data = encode_image(m16, "mono16")
+    assert step == 6 and big == (sys.byteorder == "big") and np.frombuffer(data, np.uint16).max() == 65535
+    conf = np.random.default_rng(0).random((5, 7)).astype(np.float32)
+    h, w, step, big, data = encode_image(conf, "32FC1")
+    assert step == 28 and np.array_equal(np.frombuffer(data, np.float32).reshape(5, 7), conf)
+    with pytest.raises(ImageError):
+        encode_image(conf, "mono8x")
+
+
+@pytest.mark.parametrize("name", imaging.PALETTES)
+def test_palette(name):
+    p = imaging.palette(300, name)
+    assert p.shape == (300, 3) and p.dtype == np.uint8
+    first = imaging.palette(20, name)
+    assert len({tuple(c) for c in first}) == 20  # distinct colours for the first 20 ids
+    assert not np.all(first[0] == 0)  # id 0 is not black (black means unlabeled in colorize)
+    with pytest.raises(ValueError, match="unknown palette"):
+        imaging.palette(3, "nope")
+
+
+def test_colorize_and_overlay_with_legend(rgb):
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, 32:] = 1
+    mask[:4, :4] = 255  # unlabeled: keeps the image
+    colors = imaging.palette(2)
+    col = imaging.colorize(mask, colors)
+    assert np.array_equal(col[10, 10], colors[0]) and np.array_equal(col[0, 0], [0, 0, 0])
+    out = imaging.overlay(rgb, mask, colors, None, alpha=1.0)
+    assert np.array_equal(out[10, 40], colors[1]) and np.array_equal(out[0, 0], rgb[0, 0])
+    big = cv2.resize(rgb, (640, 480))
+    bmask = cv2.resize(mask, (640, 480), interpolation=cv2.INTER_NEAREST)
+    with_legend = imaging.overlay(big, bmask, colors, ["floor", "person"], alpha=0.5)
+    plain = imaging.overlay(big, bmask, colors, None, alpha=0.5)
+    diff = np.any(with_legend != plain, axis=2)
+    ys, xs = np.nonzero(diff)
+    assert diff.sum() > 100 and ys.max() < 80 and xs.max() < 200  # legend in the top-left corner only
+    # many labels: the legend lists only those present
+    names = [f"c{i}" for i in range(30)]
+    imaging.overlay(big, bmask, imaging.palette(30), names)
+    with pytest.raises(ValueError, match="mask shape"):
+        imaging.overlay(big, mask, colors)
