@@ -274,12 +274,14 @@ def draw_legend(image_rgb: np.ndarray, names: Sequence[str], colors: np.ndarray,
 
 
 def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: Optional[Sequence[str]] = None,
-            alpha: float = 0.5, legend: bool = True, legend_present_only: Optional[bool] = None) -> np.ndarray:
+            alpha: float = 0.5, legend: bool = True, legend_present_only: Optional[bool] = None,
+            banner: Optional[str] = None) -> np.ndarray:
     """Blend the mask's colours over an RGB image; returns a new (H, W, 3) uint8 RGB image.
 
     Pixels whose id is outside the palette (the unlabeled value 255/65535) keep the image.
     legend: draw `names` with their colours in the top-left corner; legend_present_only lists
     only the classes present in the mask (default: when there are more than 12 names).
+    banner: a warning written across the bottom (e.g. "UNTRAINED WEIGHTS").
     """
     img = np.asarray(image_rgb)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -305,4 +307,21 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: 
             counts = np.bincount(mask[labeled].ravel().astype(np.int64), minlength=len(names))
             ids = [i for i in np.argsort(-counts[:len(names)], kind="stable") if counts[i] > 0]
         draw_legend(out, list(names), colors, ids)
+    if banner:
+        draw_banner(out, banner)
     return out
+
+
+def draw_banner(image_rgb: np.ndarray, text: str) -> np.ndarray:
+    """White text on a red strip across the bottom of the image (in place; returns the image)."""
+    if cv2 is None:  # pragma: no cover
+        return image_rgb
+    h, w = image_rgb.shape[:2]
+    scale = max(0.4, min(1.5, h / 600.0))
+    thick = 1 if scale < 0.8 else 2
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    strip = th + base + 8
+    image_rgb[max(0, h - strip):] = (200, 0, 0)
+    cv2.putText(image_rgb, text, (max(2, (w - tw) // 2), h - base - 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), thick, cv2.LINE_AA)
+    return image_rgb

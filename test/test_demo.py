@@ -25,4 +25,7 @@ def test_demo_runs_end_to_end_with_untrained_tiny_model(ros_env, tmp_path):
     for f in frames + [out / "overview.png"]:
         img = cv2.imread(str(f))
         assert img is not None and img.ndim == 3
-    assert cv2.imread(str(frames[0])).shape == (480, 640, 3)
+    first = cv2.imread(str(frames[0]))
+    assert first.shape == (480, 640, 3)
+    # The overlay itself says the weights are untrained: a red banner across the bottom.
+    assert (first[-3, 2] == (0, 0, 200)).all()

@@ -193,6 +193,7 @@ def contact_sheet(paths: list[Path], dest: Path, columns: int = 3, width: int = 
     import cv2
 
     tiles = []
+    columns = min(columns, len(paths))
     for p in paths:
         img = cv2.imread(str(p))
         tiles.append(cv2.resize(img, (width, round(img.shape[0] * width / img.shape[1]))))
