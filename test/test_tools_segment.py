@@ -160,3 +160,42 @@ def test_cli_bag_with_tiny_model(tmp_path, capsys):
     rc = segment.main([str(src), "-o", str(tmp_path / "o2"), "--config", "tiny_vit", "-l", "a", "--topic", "/x"])
     err = capsys.readouterr().err
     assert rc == 2 and "no topic '/x'" in err and "in.mcap" in err
+
+
+def test_video(tmp_path):
+    path = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    if not w.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4")
+    for i in range(4):
+        w.write(frame(i)[..., ::-1].copy())
+    w.release()
+    seg = segment.Segmenter(fake_predict, 3, names=LABELS)
+    n = segment.segment_video(path, tmp_path / "o", seg, every=2, save_masks=True)
+    assert n == 2
+    lines = (tmp_path / "o" / "clip_scores.jsonl").read_text().splitlines()
+    assert [json.loads(x)["frame"] for x in lines] == [0, 2]
+    assert sorted(p.name for p in (tmp_path / "o" / "clip_masks").iterdir()) == ["000000.png", "000002.png"]
+    assert (tmp_path / "o" / "clip_overlay.mp4").stat().st_size > 0
+
+
+def test_label_sources(tmp_path):
+    from lseg_ros.tools.common import ToolError, parse_label_args
+
+    (tmp_path / "l.yaml").write_text("labels: [floor, 'person|pedestrian']\n")
+    assert parse_label_args(["dog, grass ,other"], None) == ["dog", "grass", "other"]
+    assert parse_label_args(["wall"], tmp_path / "l.yaml") == ["wall", "floor", "person|pedestrian"]
+    with pytest.raises(ToolError, match="duplicate"):
+        parse_label_args(["a,b", "a"], None)
+
+
+def test_failed_bag_leaves_no_partial_output(tmp_path):
+    src = tmp_path / "in"
+    write_bag(src, StoragePlugin.SQLITE3, n=2)
+
+    def broken(rgb):
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError):
+        segment.segment_bag(src, tmp_path / "out", ["/cam/image"], segment.Segmenter(broken, 3))
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,6 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -62,47 +61,31 @@ def is_bag(path: Path) -> bool:
     return path.suffix in (".db3", ".mcap")
 
 
-# ---- sensor_msgs/Image <-> numpy ------------------------------------------------------------
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3,
-             "mono16": 1, "16UC1": 1}
-
-
+# ---- sensor_msgs/Image <-> numpy (conversions shared with the node: lseg_ros.imaging) ----------
 def image_msg_to_rgb(msg, msgtype: str) -> np.ndarray:
-    """Decode a sensor_msgs Image or CompressedImage message to HxWx3 uint8 RGB."""
+    """Decode a sensor_msgs Image or CompressedImage message to HxWx3 uint8 RGB.
+
+    Raises ``imaging.ImageError`` (a ValueError) for unsupported or malformed images.
+    """
+    from lseg_ros import imaging
+
     if msgtype == COMPRESSED_TYPE:
-        img = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot decode CompressedImage (format {msg.format!r})")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    enc = msg.encoding
-    if enc not in _CHANNELS:
-        raise ValueError(f"unsupported image encoding {enc!r} (supported: {', '.join(_CHANNELS)})")
-    ch = _CHANNELS[enc]
-    depth16 = enc in ("mono16", "16UC1")
-    dtype = np.dtype(">u2" if msg.is_bigendian else "<u2") if depth16 else np.dtype(np.uint8)
-    row = msg.width * ch * dtype.itemsize
-    if msg.step < row or len(msg.data) < msg.step * msg.height:
-        raise ValueError(f"image data too short for {msg.width}x{msg.height} {enc} (step {msg.step})")
-    buf = np.frombuffer(bytes(msg.data), np.uint8)[: msg.step * msg.height].reshape(msg.height, msg.step)
-    arr = buf[:, :row].copy().view(dtype).reshape(msg.height, msg.width, ch)
-    if depth16:
-        arr = (arr.astype(np.float32) * (255.0 / max(int(arr.max()), 1))).astype(np.uint8)
-    if ch == 1:
-        return np.repeat(arr, 3, axis=2)
-    if enc in ("bgr8", "bgra8"):
-        arr = arr[..., 2::-1]
-    return np.ascontiguousarray(arr[..., :3])
+        img, order = imaging.decode_compressed(msg.format, bytes(msg.data))
+    else:
+        img, order = imaging.decode_image(msg.encoding, msg.height, msg.width, msg.step,
+                                          bool(msg.is_bigendian), bytes(msg.data))
+    img = img[..., ::-1] if order == "bgr" else img
+    return np.array(img, copy=True, order="C")   # decode may return a read-only view of the message
 
 
 def make_image_msg(store, header, array: np.ndarray, encoding: str):
     """A sensor_msgs/Image (rosbags dataclass) from a HxW or HxWx3 array."""
-    Image = store.types[IMAGE_TYPE]
-    array = np.ascontiguousarray(array)
-    h, w = array.shape[:2]
-    ch = 1 if array.ndim == 2 else array.shape[2]
-    return Image(header=header, height=h, width=w, encoding=encoding,
-                 is_bigendian=0, step=w * ch * array.dtype.itemsize,
-                 data=array.reshape(-1).view(np.uint8))
+    from lseg_ros import imaging
+
+    h, w, step, big, data = imaging.encode_image(array, encoding)
+    return store.types[IMAGE_TYPE](header=header, height=h, width=w, encoding=encoding,
+                                   is_bigendian=int(big), step=step,
+                                   data=np.frombuffer(data, np.uint8))
 
 
 def make_confidences_msg(store, header, names, version, pixel_fraction, mean_conf, max_conf,

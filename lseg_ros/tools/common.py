@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -115,37 +114,3 @@ def progress(iterable=None, total=None, desc=None, unit="it", disable=None):
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
                 disable=disable, file=sys.stderr)
-
-
-def palette(n: int) -> np.ndarray:
-    """(n, 3) uint8 RGB colours: the lead's imaging palette when present, else a fixed hash."""
-    try:
-        from lseg_ros.imaging import palette as _palette  # type: ignore[attr-defined]
-
-        return np.asarray(_palette(n), np.uint8)[:, :3]
-    except (ImportError, AttributeError, TypeError):
-        pass
-    import colorsys
-
-    cols = [colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65 + 0.35 * (i % 2), 0.95)
-            for i in range(n)]
-    return (np.array(cols).reshape(-1, 3) * 255).astype(np.uint8)
-
-
-def colorize(mask: np.ndarray, n: int, unlabeled: int | None = None) -> np.ndarray:
-    pal = palette(max(n, 1))
-    out = pal[np.clip(mask, 0, n - 1)]
-    if unlabeled is not None:
-        out[mask == unlabeled] = 0
-    return out
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, n: int, alpha: float = 0.5,
-            unlabeled: int | None = None) -> np.ndarray:
-    """Blend the colourised mask over the RGB image (unlabeled pixels keep the image)."""
-    col = colorize(mask, n, unlabeled).astype(np.float32)
-    out = image.astype(np.float32) * (1 - alpha) + col * alpha
-    if unlabeled is not None:
-        keep = mask == unlabeled
-        out[keep] = image[keep]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

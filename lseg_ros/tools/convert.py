@@ -16,15 +16,18 @@ log = logging.getLogger(__name__)
 
 
 def convert(src: Path, dst: Path, spatial_block=None, block_depth: int = 0, activation: str = "lrelu",
-            overwrite: bool = False) -> str:
-    from lseg_ros.model import CheckpointError, LSegNet, convert_checkpoint
+            overwrite: bool = False, config=None) -> str:
+    """``config`` overrides the architecture read from the layout (tests use tiny models)."""
+    from lseg_ros.model import CheckpointError, LSegNet, save_own
 
     if not Path(src).is_file():
         raise ToolError(f"{src}: no such file")
     if Path(dst).exists() and not overwrite:
         raise ToolError(f"{dst}: exists already (use --overwrite)")
     try:
-        convert_checkpoint(src, dst, spatial_block=spatial_block, block_depth=block_depth, activation=activation)
+        # = model.convert_checkpoint, plus the architecture override
+        save_own(LSegNet.from_checkpoint(src, spatial_block=spatial_block, block_depth=block_depth,
+                                         activation=activation, config=config), dst)
         net = LSegNet.from_checkpoint(dst)  # reload: the written file is whole and self-describing
     except CheckpointError as e:
         raise ToolError(str(e)) from None
@@ -45,13 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-depth", type=int, default=0)
     p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default="lrelu")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)  # tiny layouts in tests
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 @cli
 def _run(args) -> int:
-    print(convert(args.src, args.dst, args.spatial_block, args.block_depth, args.activation, args.overwrite))
+    from lseg_ros.tools.common import named_config
+
+    config = named_config(args.config) if args.config else None
+    print(convert(args.src, args.dst, args.spatial_block, args.block_depth, args.activation, args.overwrite,
+                  config))
     return 0
 
 

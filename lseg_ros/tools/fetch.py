@@ -14,7 +14,6 @@ import html
 import logging
 import os
 import re
-import shutil
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -18,8 +19,7 @@ import cv2
 import numpy as np
 
 from lseg_ros.tools import bagio
-from lseg_ros.tools.common import (ToolError, add_common_args, cli, load_net, overlay,
-                                   parse_label_args, progress)
+from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, parse_label_args, progress
 from lseg_ros.tools.data import IMAGE_EXTS, DataError, read_image
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,14 @@ class Segmenter:
     """Predictor + label set + output options; ``__call__(rgb) -> (mask, prediction)``."""
 
     def __init__(self, predict: Callable[[np.ndarray], object], num_labels: int,
-                 min_confidence: float = 0.0) -> None:
+                 min_confidence: float = 0.0, names: list[str] | None = None, legend: bool = True) -> None:
+        from lseg_ros import imaging
+
         self.predict = predict
         self.num_labels = num_labels
+        self.names = names
+        self.legend = legend
+        self.colors = imaging.palette(num_labels)
         self.min_confidence = float(min_confidence)
         self.unlabeled = 255 if num_labels < 255 else 65535
         self.mask_dtype = np.uint8 if num_labels < 255 else np.uint16
@@ -46,7 +51,10 @@ class Segmenter:
         return mask, pred
 
     def overlay(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return overlay(rgb, mask, self.num_labels, unlabeled=self.unlabeled)
+        """Colours blended over the image (unlabeled pixels keep it); legend with the names."""
+        from lseg_ros import imaging
+
+        return imaging.overlay(rgb, mask, self.colors, self.names, legend=self.legend and bool(self.names))
 
 
 def scores_dict(pred) -> dict:
@@ -233,7 +241,11 @@ def segment_bag(src: Path, dst: Path, topics: list[str] | None, seg: Segmenter,
                     counts[conn.topic] += 1
                     bar.update(1)
         except BaseException:
-            writer.close()
+            # no half-written bag under the requested name: it would look like a whole result
+            try:
+                writer.close()
+            finally:
+                shutil.rmtree(dst, ignore_errors=True)
             raise
         writer.close()
     finally:
@@ -262,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixels whose winning probability is lower get the unlabeled id (255/65535)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted) instead of failing")
     p.add_argument("--no-overlay", action="store_true", help="images: write masks and scores only")
+    p.add_argument("--no-legend", action="store_true", help="overlays without the class-name legend")
     p.add_argument("--topic", action="append", help="bag image topic(s) to segment (default: the only one)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), help="output bag storage (default: as the input)")
     p.add_argument("--every", type=int, default=1, help="videos: segment every Nth frame")
@@ -284,7 +297,7 @@ def make_segmenter(args, labels: list[str]) -> Segmenter:
     label_set = pred.encode_labels(labels)
     kwargs = {"protocol": "reference"} if args.multiscale else {}
     return Segmenter(lambda rgb: pred.predict(rgb, label_set, channel_order="rgb", **kwargs),
-                     len(labels), args.min_confidence)
+                     len(labels), args.min_confidence, list(label_set.names), not args.no_legend)
 
 
 @cli

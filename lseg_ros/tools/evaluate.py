@@ -1,0 +1,204 @@
+"""``lseg-evaluate``: mIoU, pixel accuracy and FB-IoU as in the paper (reference §4, §5).
+
+Two modes:
+
+* Folder dataset (``--data DIR``): every image segmented with the class names as labels
+  (single pass, or ``--protocol reference`` for the multi-scale + flip evaluation of §4);
+  a dataset-wide confusion matrix gives per-class IoU, mIoU and pixel accuracy (conventions in
+  ``metrics``).
+* Zero-shot folds (``--benchmark pascal|coco --fold i``): HSNet's test split and 1000 episodes;
+  each query image is resized to 480×480 (aspect not kept, §4 zero-shot test), its mask
+  nearest-resized alike, labels ['others', class]; argmax of the 2 channels; HSNet's mIoU and
+  FB-IoU (§5). ``--original-size`` scores at the mask's own size instead (logits resized).
+
+Results: a table on stdout, ``results.json`` and (folder mode) ``confusion.png`` in ``--output``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from lseg_ros.tools import folds
+from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, progress
+from lseg_ros.tools.data import DataError, FolderDataset, read_class_names, read_image, read_mask
+from lseg_ros.tools.metrics import ConfusionMatrix, FewShotMeter, plot_confusion
+
+log = logging.getLogger(__name__)
+
+ZS_SIZE = 480
+
+
+def evaluate_folder(predictor, ds: FolderDataset, label_texts: Sequence[str] | None = None,
+                    protocol: str = "single", skip_bad: bool = False) -> tuple[ConfusionMatrix, list[str]]:
+    """Confusion matrix of the predictor over a folder dataset; returns (matrix, skipped)."""
+    texts = list(label_texts or ds.class_names)
+    if len(texts) != ds.num_classes:
+        raise ToolError(f"{len(texts)} label texts for {ds.num_classes} classes")
+    labels = predictor.encode_labels(texts)
+    cm = ConfusionMatrix(ds.num_classes, ds.ignore_index)
+    skipped = []
+    for i in progress(range(len(ds)), desc="evaluate", unit="img"):
+        try:
+            image, mask = ds.load(i)
+        except DataError as e:
+            if not skip_bad:
+                raise ToolError(f"{e} (use --skip-bad to skip and count such samples)") from None
+            log.warning("skipping: %s", e)
+            skipped.append(str(e))
+            continue
+        pred = predictor.predict(image, labels, channel_order="rgb", protocol=protocol)
+        cm.update(pred.mask, mask, str(ds.samples[i].mask_path))
+    if cm.total == 0:
+        raise ToolError("no labelled pixels were evaluated")
+    return cm, skipped
+
+
+def evaluate_fold(predictor, benchmark: str, fold: int, root: Path, splits: Path, episodes: int = 1000,
+                  seed: int = 0, original_size: bool = False, skip_bad: bool = False):
+    """HSNet zero-shot test of one fold; returns (meter, skipped)."""
+    names = folds.class_names(benchmark)
+    class_ids = folds.fold_classes(benchmark, fold, "val")
+    items = folds.read_split(benchmark, fold, "val", splits)
+    stray = sorted({e.class_id for e in items} - set(class_ids))
+    if stray:
+        raise ToolError(f"{splits}: the {benchmark} fold {fold} test split names classes {stray} "
+                        f"outside the fold {class_ids}")
+    # 'others' + the fold's classes, encoded once; an episode uses rows [0, 1 + k].
+    labels = predictor.encode_labels(["others"] + [names[c] for c in class_ids])
+    row = {c: 1 + k for k, c in enumerate(class_ids)}
+    meter = FewShotMeter(class_ids)
+    skipped = []
+    for ep in progress(folds.sample_episodes(benchmark, items, episodes, seed), desc=f"fold {fold}", unit="ep"):
+        img_path, mask_path = folds.image_and_mask_paths(benchmark, root, ep.name)
+        try:
+            image, mask = read_image(img_path), read_mask(mask_path)
+            if mask.shape != image.shape[:2]:
+                raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
+                                f"image {img_path} {image.shape[1]}x{image.shape[0]}")
+        except DataError as e:
+            if not skip_bad:
+                raise ToolError(f"{e} (use --skip-bad to skip and count such episodes)") from None
+            skipped.append(str(e))
+            continue
+        target = folds.binary_target(mask, ep.class_id)
+        x = cv2.resize(image, (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_LINEAR)
+        logits = predictor.logits(x, labels, channel_order="rgb")[[0, row[ep.class_id]]]
+        if original_size:
+            import torch.nn.functional as F
+
+            logits = F.interpolate(logits[None], size=mask.shape, mode="bilinear", align_corners=True)[0]
+        else:
+            target = cv2.resize(target, (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_NEAREST)
+        pred = logits.argmax(0).cpu().numpy()
+        meter.update(pred, target, ep.class_id)
+    if meter.episodes == 0:
+        raise ToolError("no episode could be evaluated")
+    return meter, skipped
+
+
+def _fmt(x) -> str:
+    return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
+
+
+def folder_report(cm: ConfusionMatrix, names: Sequence[str]) -> tuple[str, dict]:
+    s = cm.summary(names)
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'class':<{width}}    IoU%   acc%   gt pixels"]
+    acc = cm.class_accuracy()
+    gt = cm.matrix.sum(1)
+    for i, n in enumerate(names):
+        lines.append(f"{n:<{width}}  {_fmt(s['per_class_iou'][n])}  {_fmt(float(acc[i]))}  {int(gt[i]):>10d}")
+    lines.append(f"{'mIoU':<{width}}  {_fmt(s['miou'])}   (mean over {int(np.sum(~np.isnan(cm.iou())))} classes "
+                 "present in ground truth or prediction)")
+    lines.append(f"{'pixel acc.':<{width}}  {_fmt(s['pixel_accuracy'])}")
+    return "\n".join(lines), s
+
+
+def fold_report(meter: FewShotMeter, names: Sequence[str]) -> tuple[str, dict]:
+    per = meter.per_class_iou()
+    lines = [f"{'class':<14} IoU%"] + [f"{names[c]:<14} {100 * v:5.2f}" for c, v in per.items()]
+    lines += [f"{'mIoU':<14} {meter.miou():5.2f}", f"{'FB-IoU':<14} {meter.fb_iou():5.2f}",
+              f"({meter.episodes} episodes)"]
+    result = {"miou": meter.miou(), "fb_iou": meter.fb_iou(), "episodes": meter.episodes,
+              "per_class_iou": {names[c]: 100 * v for c, v in per.items()}}
+    return "\n".join(lines), result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lseg-evaluate",
+        description="Evaluate LSeg: mIoU / pixel accuracy on a folder dataset, or the zero-shot fold protocol.",
+        epilog="examples:\n"
+               "  lseg-evaluate --data val/ -w model.safetensors -o eval/\n"
+               "  lseg-evaluate --benchmark pascal --fold 0 --data VOCROOT --splits hsnet/data/splits \\\n"
+               "      -w pascal_fold0.ckpt -o eval_f0/\n\n"
+               "folder layout: DIR/images/*.jpg|png, DIR/masks/<same stem>.png (class ids), DIR/classes.txt|yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="folder dataset, or the HSNet data root with --benchmark")
+    p.add_argument("-o", "--output", type=Path, help="folder for results.json (and confusion.png)")
+    p.add_argument("--classes", type=Path, help="class-name file overriding DATA/classes.*")
+    p.add_argument("--label-texts", type=Path, help="texts given to the model, one per class (default: the names)")
+    p.add_argument("--ignore-index", type=int, default=255)
+    p.add_argument("--protocol", choices=("single", "reference"), default="single",
+                   help="single pass, or the reference multi-scale + flip sliding-window protocol (§4)")
+    p.add_argument("--max-side", type=int, help="single pass: shrink so the long side is at most this")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable/mismatched samples")
+    g = p.add_argument_group("zero-shot folds")
+    g.add_argument("--benchmark", choices=("pascal", "coco"))
+    g.add_argument("--fold", type=int, default=0)
+    g.add_argument("--splits", type=Path, help="HSNet data/splits folder")
+    g.add_argument("--episodes", type=int, default=folds.DEFAULT_EPISODES)
+    g.add_argument("--seed", type=int, default=0, help="COCO episode draw")
+    g.add_argument("--original-size", action="store_true", help="score at the mask's size, not 480x480")
+    add_common_args(p)
+    return p
+
+
+@cli
+def _run(args) -> int:
+    from lseg_ros.model import Predictor
+
+    net = load_net(args.weights, args.config, args.device, args.spatial_block, args.block_depth, args.activation)
+    predictor = Predictor(net, device=args.device, precision=args.precision, max_side=args.max_side)
+    if args.benchmark:
+        if args.splits is None:
+            raise ToolError("--benchmark needs --splits (HSNet's data/splits folder)")
+        meter, skipped = evaluate_fold(predictor, args.benchmark, args.fold, args.data, args.splits,
+                                       args.episodes, args.seed, args.original_size, args.skip_bad)
+        table, result = fold_report(meter, folds.class_names(args.benchmark))
+        result.update(benchmark=args.benchmark, fold=args.fold)
+    else:
+        ds = FolderDataset(args.data, read_class_names(args.classes) if args.classes else None,
+                           args.ignore_index, skip_bad=args.skip_bad)
+        texts = read_class_names(args.label_texts) if args.label_texts else None
+        cm, skipped = evaluate_folder(predictor, ds, texts, args.protocol, args.skip_bad)
+        skipped = ds.skipped + skipped
+        table, result = folder_report(cm, ds.class_names)
+        if args.output:
+            args.output.mkdir(parents=True, exist_ok=True)
+            plot_confusion(cm.matrix, ds.class_names, args.output / "confusion.png")
+    result.update(weights=str(args.weights) if args.weights else f"config:{args.config}",
+                  skipped=len(skipped), skipped_reasons=skipped[:50])
+    print(table)
+    if skipped:
+        print(f"skipped {len(skipped)} bad sample(s); see results.json")
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "results.json").write_text(json.dumps(result, indent=1))
+        print(f"results in {args.output}")
+    return 0
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    return _run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,535 @@
+"""``lseg-train``: fine-tune LSeg's image encoder with the text encoder frozen (reference §5).
+
+* Loss: pixel-wise ``CrossEntropyLoss(ignore_index)`` over the label-similarity logits
+  (scaled cosine similarities, temperature fixed at 1/0.07).
+* Text: the class names are encoded once by the frozen CLIP text tower; never trained.
+* Optimiser: SGD, momentum 0.9, weight decay 1e-4; lr = base_lr/16·batch for ``pretrained``
+  (backbone + reassemble), 10× for ``scratch`` (decoder + head). Poly schedule
+  (1 − it/max_it)^0.9. Deviation: stepped per iteration, not per epoch as the reference's
+  LambdaLR, so short runs also decay smoothly.
+* Augmentation: see ``data.TrainTransform`` (flip, random scale, pad, crop).
+* Mixed precision (``--amp fp16|bf16``) only on CUDA, with a GradScaler for fp16. Off by
+  default: the reference trained in fp32 (its comment: AMP gave NaNs).
+* Zero-shot mode (``--zero-shot``): every sample asks about one class c present in it; text
+  ['others', c], 2-way CE, foreground = 1 (reference §1.6, §5).
+
+Outputs in ``--output``: ``last.safetensors`` / ``best.safetensors`` (the project's own
+format), ``last.state.pt`` (optimiser, scheduler, epoch, iteration, history, RNG; for
+``--resume``), ``history.json`` and ``curves.png``. Determinism: data order and augmentation
+are functions of (seed, epoch, index), so a resumed run repeats the uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from lseg_ros.tools import folds
+from lseg_ros.tools.common import ToolError, cli, load_net, progress
+from lseg_ros.tools.data import (DataError, FolderDataset, TrainTransform, ValTransform, read_class_names,
+                                 read_image, read_mask)
+from lseg_ros.tools.metrics import ConfusionMatrix
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass
+class TrainOptions:
+    """What a run depends on; stored in the state file and checked on resume."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    base_lr: float = 0.004
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    crop_size: int = 480
+    ignore_index: int = 255
+    seed: int = 0
+    amp: str = "off"
+    zero_shot: bool = False
+    class_names: list = field(default_factory=list)
+
+
+# ---- datasets as torch datasets -------------------------------------------------------------
+class _TorchData(torch.utils.data.Dataset):
+    """(image uint8 HWC, mask) pairs -> (normalised CHW float, mask long, class id)."""
+
+    def __init__(self, items, loader, transform, mean, std, ignore_index) -> None:
+        self.items, self.loader, self.transform = items, loader, transform
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        image, mask, cls = self.loader(self.items[i])
+        image, mask = self.transform(image, mask, i)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        return (x - self.mean) / self.std, torch.from_numpy(np.ascontiguousarray(mask)).long(), cls
+
+
+def folder_items(ds: FolderDataset):
+    """Fixed-label items of a folder dataset (validated once, bad ones skipped if asked)."""
+    ds.validate()
+    return [(i, -1) for i in range(len(ds))], (lambda it: (*ds.load(it[0]), it[1]))
+
+
+def zero_shot_items_folder(ds: FolderDataset, classes: Sequence[int] | None):
+    """Zero-shot items from a folder dataset: one (image, class) per class present in the mask."""
+    ds.validate()
+    items = []
+    for i in range(len(ds)):
+        _, mask = ds.load(i)
+        present = [int(c) for c in np.unique(mask) if c != ds.ignore_index]
+        items += [(i, c) for c in present if classes is None or c in classes]
+
+    def load(it):
+        image, mask = ds.load(it[0])
+        return image, _binary(mask, it[1], ds.ignore_index), it[1]
+
+    return items, load
+
+
+def _binary(mask: np.ndarray, cls: int, ignore: int) -> np.ndarray:
+    out = (mask == cls).astype(np.int64)
+    out[mask == ignore] = ignore
+    return out
+
+
+def zero_shot_items_fold(benchmark: str, fold: int, root: Path, splits: Path):
+    """HSNet training split of a fold: its 15 (PASCAL) / 60 (COCO) seen classes."""
+    items = folds.read_split(benchmark, fold, "trn", splits)
+    allowed = set(folds.fold_classes(benchmark, fold, "trn"))
+    bad = [e for e in items if e.class_id not in allowed]
+    if bad:
+        raise ToolError(f"split {benchmark} fold {fold} trn lists test classes, e.g. {bad[0]}")
+
+    def load(e):
+        img_path, mask_path = folds.image_and_mask_paths(benchmark, root, e.name)
+        image, mask = read_image(img_path), read_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"{mask_path}: mask size {mask.shape[::-1]} != image {img_path} {image.shape[1::-1]}")
+        return image, folds.binary_target(mask, e.class_id).astype(np.int64), e.class_id
+
+    return [(e) for e in items], load
+
+
+# ---- model init ---------------------------------------------------------------------------
+def _read_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def _load_into(module: torch.nn.Module, sd: dict, what: str, path: Path) -> None:
+    """Strict load, checked first (keys and shapes) so a bad file changes nothing."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+             if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        raise ToolError(f"{path}: does not fit the {what}: missing {missing[:6]}, unexpected "
+                        f"{unexpected[:6]}, wrong shapes {wrong[:4]}")
+    module.load_state_dict(sd, strict=True)
+
+
+def load_backbone_weights(net, path: Path) -> None:
+    """ImageNet weights for a config-built network: a timm ViT state dict (for ``pretrained.model``)
+    or a torchvision ResNet one (repackaged as in reference §2). The classifier head is dropped."""
+    sd = _read_state_dict(path)
+    if net.config.backbone == "vit":
+        target = net.pretrained.model
+        keep = set(target.state_dict())
+        sd = {k: v for k, v in sd.items() if k in keep or not k.startswith("head")}
+        _load_into(target, sd, "ViT backbone", path)
+    else:
+        mapped = {}
+        for k, v in sd.items():
+            if k.startswith("fc."):
+                continue
+            for old, new in (("conv1.", "layer1.0."), ("bn1.", "layer1.1."), ("layer1.", "layer1.4.")):
+                if k.startswith(old):
+                    k = new + k[len(old):]
+                    break
+            mapped[k] = v
+        _load_into(net.pretrained, mapped, "ResNet backbone", path)
+    log.info("backbone initialised from %s", path)
+
+
+def load_text_weights(net, path: Path) -> None:
+    """CLIP ViT-B/32 weights (OpenAI / open_clip ``ViT-B-32-quickgelu`` names) for the text tower."""
+    sd = _read_state_dict(path)
+    sd = {k.removeprefix("net.clip_pretrained.").removeprefix("clip_pretrained."): v.float()
+          for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if not k.startswith("visual.") and k != "logit_scale"}
+    _load_into(net.text.tower, sd, "CLIP text tower", path)
+    log.info("text tower initialised from %s", path)
+
+
+def build_model(args) -> torch.nn.Module:
+    if args.weights is None and args.config is None:
+        raise ToolError("give --weights (released .ckpt or own .safetensors) or --config NAME")
+    if args.weights is None:
+        torch.manual_seed(args.seed)       # reproducible random init
+    net = load_net(args.weights, args.config, "cpu")
+    if args.backbone_weights:
+        load_backbone_weights(net, args.backbone_weights)
+    if args.text_weights:
+        load_text_weights(net, args.text_weights)
+    if args.weights is None and not args.text_weights:
+        log.warning("the text tower is random: labels carry no language meaning (give --text-weights "
+                    "with CLIP ViT-B/32 weights, or start from a released checkpoint)")
+    net.untrained = False
+    return net
+
+
+def param_groups(net, lr: float, head_mult: float) -> list[dict]:
+    """Backbone (``pretrained.*``) at lr, decoder/head (``scratch.*``) at lr·head_mult; text frozen."""
+    back, head, other = [], [], []
+    for name, p in net.named_parameters():
+        if name.startswith("text."):
+            p.requires_grad_(False)
+            continue
+        if not p.requires_grad:
+            continue
+        (back if name.startswith("pretrained.") else head if name.startswith("scratch.") else other).append(p)
+    if other:
+        log.warning("%d trainable parameters outside pretrained/scratch: trained at the backbone rate", len(other))
+    return [{"params": back + other, "lr": lr, "name": "pretrained"},
+            {"params": head, "lr": lr * head_mult, "name": "scratch"}]
+
+
+# ---- the loop -----------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, net, train_data, opts: TrainOptions, output: Path, device: str = "cpu",
+                 val_data=None, workers: int = 0, label_texts: Sequence[str] | None = None,
+                 inputs: dict | None = None) -> None:
+        from lseg_ros.model import Predictor
+
+        self.net, self.opts, self.output = net, opts, Path(output)
+        self.device = torch.device(device)
+        self.train_data, self.val_data, self.workers = train_data, val_data, workers
+        self.inputs = dict(inputs or {})   # data paths, remembered for --resume
+        if opts.amp != "off" and self.device.type != "cuda":
+            raise ToolError(f"--amp {opts.amp} needs a CUDA device (got {device})")
+        # Encode the label texts once (frozen text encoder); "a|b" alternatives are averaged.
+        texts = list(label_texts or opts.class_names)
+        if opts.zero_shot:
+            texts = ["others"] + texts
+        self.text = Predictor(net, device=self.device).encode_labels(texts).embeddings.to(self.device)
+        self.net.to(self.device)
+        lr = opts.base_lr / 16 * opts.batch_size
+        self.optimizer = torch.optim.SGD(param_groups(net, lr, opts.head_lr_mult), lr=lr,
+                                         momentum=opts.momentum, weight_decay=opts.weight_decay)
+        self.iters_per_epoch = math.ceil(len(train_data) / opts.batch_size)
+        self.max_iters = self.iters_per_epoch * opts.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: max(0.0, 1 - it / self.max_iters) ** opts.poly_power)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=opts.amp == "fp16")
+        self.criterion = torch.nn.CrossEntropyLoss(ignore_index=opts.ignore_index)
+        self.epoch = 0          # completed epochs
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.best = -math.inf
+
+    # -- state -----------------------------------------------------------------------------
+    def save(self, improved: bool) -> None:
+        from lseg_ros.model import save_own
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        save_own(self.net, self.output / "last.safetensors")
+        if improved:
+            save_own(self.net, self.output / "best.safetensors")
+        state = {"version": STATE_VERSION, "options": asdict(self.opts), "epoch": self.epoch,
+                 "iteration": self.iteration, "best": self.best, "history": json.dumps(self.history),
+                 "inputs": json.dumps(self.inputs),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
+        tmp = self.output / "last.state.pt.part"
+        torch.save(state, tmp)
+        os.replace(tmp, self.output / "last.state.pt")   # the weights and state move together
+        (self.output / "history.json").write_text(json.dumps(self.history, indent=1))
+        plot_curves(self.history, self.output / "curves.png")
+
+    def resume(self, state_path: Path) -> None:
+        from lseg_ros.model import LSegNet
+
+        state_path = Path(state_path)
+        if state_path.is_dir():
+            state_path = state_path / "last.state.pt"
+        weights = state_path.with_name("last.safetensors")
+        if not state_path.is_file() or not weights.is_file():
+            raise ToolError(f"{state_path}: no training state to resume (needs last.state.pt and "
+                            "last.safetensors from an earlier run)")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("version") != STATE_VERSION:
+            raise ToolError(f"{state_path}: state version {state.get('version')} != {STATE_VERSION}")
+        saved, now = state["options"], asdict(self.opts)
+        differ = {k: (saved.get(k), v) for k, v in now.items() if k != "epochs" and saved.get(k) != v}
+        if differ:
+            raise ToolError(f"{state_path}: cannot resume with changed options {differ}")
+        if saved["epochs"] != now["epochs"]:
+            raise ToolError(f"{state_path}: the run was planned for {saved['epochs']} epochs (the poly "
+                            f"schedule depends on it); resume with --epochs {saved['epochs']}")
+        net = LSegNet.from_checkpoint(weights)
+        self.net.load_state_dict(net.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.best, self.history = state["best"], json.loads(state["history"])
+        log.info("resumed from %s: epoch %d, iteration %d", state_path, self.epoch, self.iteration)
+
+    # -- steps -----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.opts.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.float16 if self.opts.amp == "fp16" else torch.bfloat16)
+
+    def _logits(self, x, cls):
+        logits = self.net(x, self.text)
+        if self.opts.zero_shot:
+            # per sample ['others', c]: the labels' logits are independent (no spatial block in
+            # the zero-shot model, §1.6), so one pass over all texts and a gather is exact.
+            idx = torch.stack([torch.zeros_like(cls), cls + 1], 1).to(logits.device)
+            logits = logits.gather(1, idx[:, :, None, None].expand(-1, -1, *logits.shape[2:]))
+        return logits
+
+    def _num_classes(self) -> int:
+        return 2 if self.opts.zero_shot else len(self.opts.class_names)
+
+    def _loader(self, data, shuffle: bool, epoch: int):
+        g = torch.Generator().manual_seed(self.opts.seed * 100003 + epoch)
+        if hasattr(data.transform, "epoch"):
+            data.transform.epoch = epoch
+        return torch.utils.data.DataLoader(data, batch_size=self.opts.batch_size, shuffle=shuffle, generator=g,
+                                           num_workers=self.workers, drop_last=False)
+
+    def train_epoch(self) -> dict:
+        self.net.train()
+        cm = ConfusionMatrix(self._num_classes(), self.opts.ignore_index)
+        losses = []
+        loader = self._loader(self.train_data, True, self.epoch)
+        bar = progress(loader, total=len(loader), desc=f"epoch {self.epoch + 1}/{self.opts.epochs}", unit="it")
+        for x, y, cls in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._autocast():
+                logits = self._logits(x, cls)
+            loss = self.criterion(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise ToolError(f"loss is {loss.item()} at iteration {self.iteration}: lower --base-lr "
+                                "or turn --amp off")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.iteration += 1
+            losses.append(loss.item())
+            cm.update(logits.argmax(1).cpu().numpy(), y.cpu().numpy(), "training batch")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        return {"loss": float(np.mean(losses)), "train_miou": cm.miou(), "train_pixel_accuracy": cm.pixel_accuracy()}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.net.eval()
+        cm = ConfusionMatrix(self._num_classes(), self.opts.ignore_index)
+        for x, y, cls in self._loader(self.val_data, False, 0):
+            with self._autocast():
+                logits = self._logits(x.to(self.device), cls)
+            cm.update(logits.argmax(1).cpu().numpy(), y.numpy(), "validation batch")
+        return {"val_miou": cm.miou(), "val_pixel_accuracy": cm.pixel_accuracy()}
+
+    def fit(self, stop_after: int | None = None) -> list[dict]:
+        """Train up to ``opts.epochs`` (or ``stop_after`` more epochs), saving after each."""
+        done = 0
+        while self.epoch < self.opts.epochs and (stop_after is None or done < stop_after):
+            t0 = time.monotonic()
+            row = {"epoch": self.epoch + 1, **self.train_epoch()}
+            if self.val_data is not None:
+                row.update(self.validate())
+            self.epoch += 1
+            row.update(iteration=self.iteration, seconds=round(time.monotonic() - t0, 2))
+            self.history.append(row)
+            score = row.get("val_miou", row["train_miou"])
+            improved = not math.isnan(score) and score > self.best
+            if improved:
+                self.best = score
+            self.save(improved)
+            log.info("epoch %d: %s", self.epoch, {k: round(v, 4) if isinstance(v, float) else v
+                                                  for k, v in row.items()})
+            done += 1
+        return self.history
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9, 3.5))
+    a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    a.plot(ep, [h["loss"] for h in history], "o-")
+    a.set_xlabel("epoch"), a.set_ylabel("training loss"), a.grid(alpha=0.3)
+    b.plot(ep, [h["train_miou"] for h in history], "o-", label="train")
+    if any("val_miou" in h for h in history):
+        b.plot(ep, [h.get("val_miou", float("nan")) for h in history], "s-", label="val")
+    b.set_xlabel("epoch"), b.set_ylabel("mIoU"), b.set_ylim(0, 1), b.grid(alpha=0.3), b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+# ---- CLI ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lseg-train",
+        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), reference §5.",
+        epilog="examples:\n"
+               "  lseg-train --data mydata/ --weights demo_e200.ckpt --epochs 20 -o runs/a\n"
+               "  lseg-train --data mydata/ --config rn101 --backbone-weights resnet101.pth \\\n"
+               "      --text-weights clip_vitb32.pt -o runs/b\n"
+               "  lseg-train --resume runs/a            # continue where it stopped\n"
+               "  lseg-train --zero-shot --benchmark pascal --fold 0 --data VOCROOT --splits hsnet/splits \\\n"
+               "      --weights fss_rn101.ckpt -o runs/zs0",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="training data: folder dataset (images/, masks/, classes.*) "
+                                             "or, with --benchmark, the HSNet data root")
+    p.add_argument("--val-data", type=Path, help="validation folder dataset (same classes)")
+    p.add_argument("--classes", type=Path, help="class-name file overriding DATA/classes.*")
+    p.add_argument("-o", "--output", type=Path, help="run folder (checkpoints, history, curves)")
+    p.add_argument("--resume", type=Path, help="run folder or last.state.pt to continue")
+    g = p.add_argument_group("initialisation")
+    g.add_argument("-w", "--weights", type=Path, help="released .ckpt or own .safetensors to start from")
+    g.add_argument("--config", help="named architecture with random init (vitl16, rn101, tiny_vit, tiny_resnet)")
+    g.add_argument("--backbone-weights", type=Path, help="ImageNet backbone weights (timm ViT / torchvision ResNet)")
+    g.add_argument("--text-weights", type=Path, help="CLIP ViT-B/32 weights for the (frozen) text tower")
+    g = p.add_argument_group("optimisation (defaults: the reference's)")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--base-lr", type=float, default=0.004, help="lr = base_lr/16*batch; head x10")
+    g.add_argument("--head-lr-mult", type=float, default=10.0)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--crop-size", type=int, default=480, help="multiple of 32")
+    g.add_argument("--ignore-index", type=int, default=255)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off", help="mixed precision (CUDA only)")
+    g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]; a resumed run keeps its own")
+    g.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    g.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable or mismatched samples")
+    g = p.add_argument_group("zero-shot (2-way 'others' vs class)")
+    g.add_argument("--zero-shot", action="store_true")
+    g.add_argument("--benchmark", choices=("pascal", "coco"), help="train on this benchmark's fold split")
+    g.add_argument("--fold", type=int, default=None, help="0..3 (default 0)")
+    g.add_argument("--splits", type=Path, help="HSNet data/splits folder")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+_PATH_INPUTS = ("data", "val_data", "classes", "splits")
+_INPUTS = _PATH_INPUTS + ("benchmark", "fold", "device")
+
+
+def _resolve_resume(args) -> None:
+    """``--resume DIR`` alone: take the options and output folder from the saved state."""
+    state_path = args.resume / "last.state.pt" if args.resume.is_dir() else args.resume
+    if not state_path.is_file():
+        raise ToolError(f"{state_path}: no training state to resume")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = state["options"]
+    args.output = args.output or state_path.parent
+    for k, v in json.loads(state.get("inputs", "{}")).items():
+        if getattr(args, k, None) is None and v is not None:
+            setattr(args, k, Path(v) if k in _PATH_INPUTS else v)
+    for k in ("epochs", "batch_size", "base_lr", "head_lr_mult", "weight_decay", "crop_size",
+              "ignore_index", "seed", "amp", "zero_shot"):
+        if getattr(args, k) == build_parser().get_default(k):
+            setattr(args, k, saved[k])
+    if args.weights is None and args.config is None:
+        args.weights = state_path.with_name("last.safetensors")
+
+
+@cli
+def _run(args) -> int:
+    if args.resume:
+        _resolve_resume(args)
+    if args.output is None:
+        raise ToolError("give -o/--output RUN_FOLDER")
+    if args.data is None:
+        raise ToolError("give --data")
+    args.device = args.device or "cpu"
+    if args.crop_size % 32:
+        raise ToolError(f"--crop-size must be a multiple of 32, got {args.crop_size}")
+    if args.benchmark and not args.zero_shot:
+        raise ToolError("--benchmark trains the zero-shot fold protocol: add --zero-shot")
+    net = build_model(args)
+    mean, std = net.config.mean, net.config.std
+    transform = TrainTransform(args.crop_size, args.ignore_index, seed=args.seed)
+    if args.benchmark:
+        if args.splits is None:
+            raise ToolError("--benchmark needs --splits (HSNet data/splits)")
+        names = list(folds.class_names(args.benchmark))
+        items, loader = zero_shot_items_fold(args.benchmark, args.fold or 0, args.data, args.splits)
+        class_ids = None
+    else:
+        ds = FolderDataset(args.data, read_class_names(args.classes) if args.classes else None,
+                           args.ignore_index, skip_bad=args.skip_bad)
+        names = ds.class_names
+        items, loader = (zero_shot_items_folder(ds, None) if args.zero_shot else folder_items(ds))
+        if ds.skipped:
+            print(f"skipped {len(ds.skipped)} bad sample(s) of {args.data}")
+    train = _TorchData(items, loader, transform, mean, std, args.ignore_index)
+    val = None
+    if args.val_data:
+        vds = FolderDataset(args.val_data, names if not args.benchmark else None, args.ignore_index,
+                            skip_bad=args.skip_bad)
+        vitems, vload = zero_shot_items_folder(vds, None) if args.zero_shot else folder_items(vds)
+        val = _TorchData(vitems, vload, ValTransform(args.crop_size), mean, std, args.ignore_index)
+    opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, base_lr=args.base_lr,
+                        head_lr_mult=args.head_lr_mult, weight_decay=args.weight_decay, crop_size=args.crop_size,
+                        ignore_index=args.ignore_index, seed=args.seed, amp=args.amp, zero_shot=args.zero_shot,
+                        class_names=list(names))
+    inputs = {k: (str(getattr(args, k)) if k in _PATH_INPUTS and getattr(args, k) is not None
+                  else getattr(args, k)) for k in _INPUTS}
+    trainer = Trainer(net, train, opts, args.output, args.device, val, args.workers, inputs=inputs)
+    if args.resume:
+        trainer.resume(args.resume)
+    elif (args.output / "last.state.pt").exists():
+        raise ToolError(f"{args.output} holds a run already: --resume {args.output}, or choose a new folder")
+    trainer.fit()
+    last = trainer.history[-1] if trainer.history else {}
+    print(json.dumps(last))
+    print(f"checkpoints in {args.output} (last.safetensors, best.safetensors); curves: {args.output / 'curves.png'}")
+    return 0
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    return _run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
