@@ -312,6 +312,9 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: 
     return out
 
 
+UNTRAINED_BANNER = "UNTRAINED WEIGHTS - meaningless masks"
+
+
 def draw_banner(image_rgb: np.ndarray, text: str) -> np.ndarray:
     """White text on a red strip across the bottom of the image (in place; returns the image)."""
     if cv2 is None:  # pragma: no cover

@@ -44,9 +44,6 @@ from .qos import choose_reliability, input_profile, latched_profile, output_prof
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
-UNTRAINED_BANNER = "UNTRAINED WEIGHTS - meaningless masks"
-
-
 class StartupError(RuntimeError):
     """The node cannot serve (weights, device, labels): main() logs it and exits non-zero."""
 
@@ -479,7 +476,7 @@ class LSegNode(Node):
             rgb = image if order == "rgb" else image[:, :, ::-1]
             vis = imaging.overlay(rgb, mask, active.colors, active.names if cfg["overlay_legend"] else None,
                                   alpha=cfg["overlay_alpha"],
-                                  banner=None if cfg["weights"] else UNTRAINED_BANNER)
+                                  banner=None if cfg["weights"] else imaging.UNTRAINED_BANNER)
             self._pub_overlay.publish(_image_msg(header, vis, "rgb8"))
         if self._pub_conf.get_subscription_count() > 0:
             self._pub_conf.publish(_image_msg(header, pred.confidence, "32FC1"))

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
+from lseg_ros import imaging
 from lseg_ros.tools import bagio
 from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, parse_label_args, progress
 from lseg_ros.tools.data import IMAGE_EXTS, DataError, read_image
@@ -31,13 +32,13 @@ class Segmenter:
     """Predictor + label set + output options; ``__call__(rgb) -> (mask, prediction)``."""
 
     def __init__(self, predict: Callable[[np.ndarray], object], num_labels: int,
-                 min_confidence: float = 0.0, names: list[str] | None = None, legend: bool = True) -> None:
-        from lseg_ros import imaging
-
+                 min_confidence: float = 0.0, names: list[str] | None = None, legend: bool = True,
+                 banner: str | None = None) -> None:
         self.predict = predict
         self.num_labels = num_labels
         self.names = names
         self.legend = legend
+        self.banner = banner
         self.colors = imaging.palette(num_labels)
         self.min_confidence = float(min_confidence)
         self.unlabeled = 255 if num_labels < 255 else 65535
@@ -52,9 +53,8 @@ class Segmenter:
 
     def overlay(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Colours blended over the image (unlabeled pixels keep it); legend with the names."""
-        from lseg_ros import imaging
-
-        return imaging.overlay(rgb, mask, self.colors, self.names, legend=self.legend and bool(self.names))
+        return imaging.overlay(rgb, mask, self.colors, self.names, legend=self.legend and bool(self.names),
+                               banner=self.banner)
 
 
 def scores_dict(pred) -> dict:
@@ -297,7 +297,8 @@ def make_segmenter(args, labels: list[str]) -> Segmenter:
     label_set = pred.encode_labels(labels)
     kwargs = {"protocol": "reference"} if args.multiscale else {}
     return Segmenter(lambda rgb: pred.predict(rgb, label_set, channel_order="rgb", **kwargs),
-                     len(labels), args.min_confidence, list(label_set.names), not args.no_legend)
+                     len(labels), args.min_confidence, list(label_set.names), not args.no_legend,
+                     banner=imaging.UNTRAINED_BANNER if net.untrained else None)
 
 
 @cli
