@@ -19,7 +19,10 @@ fail() {
   exit 1
 }
 
-# 1. The interpreter and the venv.
+# 1. The tools, the interpreter and the venv.
+for tool in cmake make cc c++; do
+  command -v "$tool" >/dev/null || fail "'$tool' not found: the interfaces are built with CMake and a C/C++ compiler (Debian/Ubuntu: apt-get install cmake g++ make)"
+done
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10) or sys.version_info >= (3, 14))' \
   || fail "need Python 3.10 to 3.13 (the ROS 2 Kilted wheels are cp310-cp313); got $("$PY" --version 2>&1). Set PYTHON=/path/to/python3.x"
 if [ ! -x "$VENV/bin/python" ]; then
