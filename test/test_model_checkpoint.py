@@ -35,7 +35,8 @@ def _logits(net, seed=0):
 
 
 def test_own_format_round_trip(tiny, tmp_path):
-    path = save_own(tiny, tmp_path / "tiny.lseg")  # extension is irrelevant: content is sniffed
+    # the extension is irrelevant (content is sniffed); missing folders are created
+    path = save_own(tiny, tmp_path / "new" / "dir" / "tiny.lseg")
     assert path.endswith("tiny.lseg")
     with open(path, "rb") as f:
         assert b"pickle" not in f.read(200)

@@ -261,8 +261,12 @@ def save_own(net: LSegNet, path) -> str:
     path = os.fspath(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     meta = {"format": OWN_FORMAT, "format_version": OWN_FORMAT_VERSION, "config": net.config.to_json()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".part"
     save_file(tensors, tmp, metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes through a private temp file (0600)
     os.replace(tmp, path)  # never leave a half-written file under the final name
     return path
 
