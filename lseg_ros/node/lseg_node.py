@@ -376,6 +376,8 @@ class LSegNode(Node):
                 if item is not None:
                     self._process(*item)
             except Exception as e:  # never let the worker die: log, count, go on
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down (Ctrl-C ends the context under the frame in hand)
                 self._stats.add("errors")
                 self._frame_error(f"frame processing failed: {type(e).__name__}: {e}")
 
