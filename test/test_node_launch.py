@@ -40,17 +40,21 @@ def test_launch_file_static_without_launch_ros():
     # launch arguments
     args = {ast.literal_eval(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
     assert {"image", "namespace", "params_file", "weights", "device"} <= args
-    # parameters passed inline are real, declared node parameters
-    inline = [d for d in ast.walk(_kw(node, "parameters")) if isinstance(d, ast.Dict)]
-    keys = {ast.literal_eval(k) for d in inline for k in d.keys}
-    assert keys == {"weights", "device"} and keys <= set(P.BY_NAME)
-    # the remapped name is the node's input topic, the namespace argument moves the node
-    remap = ast.literal_eval(_kw(node, "remappings").elts[0].elts[0])
-    assert remap == "image"
-    assert isinstance(_kw(node, "namespace"), ast.Name)
-    # large best-effort frames: the node gets bigger Fast DDS socket buffers (docs/node.md)
-    env = [ast.literal_eval(c.args[0]) for c in _calls(tree, "SetEnvironmentVariable")]
-    assert env == ["FASTDDS_BUILTIN_TRANSPORTS"]
+    # launch arguments that override the params file are real, declared node parameters, and are
+    # only applied when given (an empty weights:= must not override the file's weights)
+    overrides = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "OVERRIDES")
+    names = set(ast.literal_eval(overrides.value))
+    assert names == {"weights", "device"} and names <= set(P.BY_NAME)
+    defaults = {ast.literal_eval(c.args[0]): ast.literal_eval(_kw(c, "default_value"))
+                for c in _calls(tree, "DeclareLaunchArgument") if ast.literal_eval(c.args[0]) in names}
+    assert defaults == {"weights": "", "device": ""}
+    assert "if arg[name]" in LAUNCH.read_text()
+    # the remapped name is the node's input topic
+    remap = _kw(node, "remappings").elts[0].elts[0]
+    assert ast.literal_eval(remap) == "image"
+    # large best-effort frames: the node (only) gets bigger Fast DDS socket buffers (docs/node.md)
+    env = _kw(node, "additional_env")
+    assert [ast.literal_eval(k) for k in env.keys] == ["FASTDDS_BUILTIN_TRANSPORTS"]
 
 
 def test_params_file_sets_exactly_the_declared_parameters_with_valid_values():
@@ -80,8 +84,9 @@ def test_rviz_config_shows_overlay_and_mask():
     cfg = yaml.safe_load((ROOT / "config" / "lseg.rviz").read_text())
     displays = cfg["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"]: d for d in displays if d["Class"] == "rviz_default_plugins/Image"}
-    assert {"/lseg/overlay", "/lseg/mask"} <= set(topics)
-    assert topics["/lseg/overlay"]["Enabled"] and topics["/lseg/mask"]["Enabled"]
+    # relative names: rviz started in the launch namespace finds <ns>/lseg/...
+    assert {"lseg/overlay", "lseg/mask"} <= set(topics)
+    assert topics["lseg/overlay"]["Enabled"] and topics["lseg/mask"]["Enabled"]
     for d in topics.values():
         assert d["Topic"]["Reliability Policy"] == "Reliable"
 

@@ -155,15 +155,22 @@ def test_set_labels_swaps_atomically_between_frames(rig):
     maps = {m.version: [e.name for e in m.entries] for m in t.messages("lseg/labels")}
     masks = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in t.messages("lseg/mask")}
     scores = t.messages("lseg/class_confidences")
-    seen_names = set()
+    seen_names, with_mask = set(), set()
     for s in scores:
         assert maps[s.label_set_version] == list(s.labels), "class_confidences names differ from its label map"
         seen_names.add(tuple(s.labels))
         assert len(s.pixel_fraction) == len(s.labels)
         m = masks.get((s.header.stamp.sec, s.header.stamp.nanosec))
         if m is not None:
-            assert int(np.frombuffer(bytes(m.data), np.uint8).max()) < len(s.labels), "mask id beyond the label set"
-    assert seen_names >= {("sky", "grass", "road"), ("person", "chair", "table", "floor", "wall", "other")}
+            # the mask of this frame was made with this frame's label set: its id histogram is the
+            # published pixel_fraction (min_confidence is 0 here), which a mask of the other set can't match
+            ids = np.frombuffer(bytes(m.data), np.uint8)
+            assert int(ids.max()) < len(s.labels), "mask id beyond the label set"
+            np.testing.assert_allclose(np.bincount(ids, minlength=len(s.labels)) / ids.size, s.pixel_fraction,
+                                       atol=1e-6, err_msg="mask and class_confidences from different label sets")
+            with_mask.add(tuple(s.labels))
+    expected = {("sky", "grass", "road"), ("person", "chair", "table", "floor", "wall", "other")}
+    assert seen_names >= expected and with_mask >= expected
     assert t.get_params("lseg_node", "labels") == [sets[1]]
 
 

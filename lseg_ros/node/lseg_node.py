@@ -37,11 +37,21 @@ from lseg_ros.srv import SetLabels
 
 from .. import imaging
 from . import params as P
+from .ros_image import image_msg
 from .qos import choose_reliability, input_profile, latched_profile, output_profile
 
 
 # decode_image returns read-only views of the message buffer (no copy); torch only reads them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Parameter value as the table's type: arrays as lists, integers as floats for float parameters."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+        return list(value)
+    if isinstance(P.BY_NAME[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 class StartupError(RuntimeError):
@@ -155,8 +165,10 @@ class LSegNode(Node):
         super().__init__("lseg_node", **kwargs)
         self._cfg: Dict[str, Any] = {}
         for p in P.PARAMS:
+            # float parameters also take integers (`max_frame_age: 0`); _read_param makes them floats
             desc = ParameterDescriptor(description=p.description, read_only=p.read_only,
-                                       additional_constraints=p.constraints)
+                                       additional_constraints=p.constraints,
+                                       dynamic_typing=isinstance(p.default, float))
             if isinstance(p.default, list) and not p.default:
                 self.declare_parameter(p.name, Parameter.Type.STRING_ARRAY, desc)
             else:
@@ -229,14 +241,14 @@ class LSegNode(Node):
             value = self.get_parameter(name).value
         except ParameterUninitializedException:
             return []
-        return list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "array" else value
+        return _coerce(name, value)
 
     def _on_set_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
         changes: Dict[str, Any] = {}
         for prm in parameters:
             if prm.name not in P.BY_NAME:
                 continue  # use_sim_time, qos_overrides...: not ours
-            value = list(prm.value) if isinstance(prm.value, (list, tuple)) else prm.value
+            value = _coerce(prm.name, prm.value)
             reason = P.validate(prm.name, value)
             if reason:
                 return SetParametersResult(successful=False, reason=f"{prm.name}: {reason}")
@@ -246,13 +258,11 @@ class LSegNode(Node):
                 ok, why = self._apply_labels(changes["labels"])
                 if not ok:
                     return SetParametersResult(successful=False, reason=f"labels: {why}")
-            self._cfg.update(changes)
+            self._cfg = {**self._cfg, **changes}  # replaced, never mutated: a frame reads one snapshot
             if "palette" in changes and self._active is not None:
                 self._swap_labels(self._active.label_set)
         if "heatmap_labels" in changes:
             self._update_heatmap_publishers(changes["heatmap_labels"])
-        if "max_side" in changes and self._predictor is not None:
-            self._predictor.max_side = changes["max_side"] or None
         if "enabled" in changes and not changes["enabled"]:
             self._slot.clear()
         return SetParametersResult(successful=True)
@@ -264,7 +274,13 @@ class LSegNode(Node):
         if reason:
             return False, reason
         predictor = self._predictor
-        if predictor is None:  # disabled: keep the texts, encode when enabled again
+        if predictor is None:  # disabled: check as encoding would (tokenizer only), encode when enabled
+            from lseg_ros.model.text import parse_labels, tokenize
+
+            try:
+                tokenize([alt for parts in parse_labels(labels)[1] for alt in parts])
+            except (TypeError, ValueError) as e:
+                return False, str(e)
             self._label_texts = list(labels)
             return True, f"{len(labels)} labels stored; they are encoded when the node is enabled"
         t0 = time.perf_counter()
@@ -456,9 +472,10 @@ class LSegNode(Node):
                     else:
                         heat[key] = (pub, idx)
         t0 = time.perf_counter()
+        predictor.max_side = cfg["max_side"] or None  # set here: the worker is the predictor's only user
         pred = predictor.predict(image, active.label_set, channel_order=order, want_probs=bool(heat))
         t_inf = time.perf_counter() - t0
-        self._publish(msg.header, image, order, pred, active, heat)
+        self._publish(msg.header, image, order, pred, active, heat, cfg)
         t_pub = time.perf_counter() - t0 - t_inf
         done = self.get_clock().now()
         latency = (done - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0 else time.monotonic() - t_received
@@ -466,25 +483,24 @@ class LSegNode(Node):
             self._stats.processed += 1
             self._stats.window.append((time.monotonic(), latency, t_inf, t_pub))
 
-    def _publish(self, header, image, order, pred, active: ActiveLabels, heat) -> None:
-        cfg = self._cfg
+    def _publish(self, header, image, order, pred, active: ActiveLabels, heat, cfg: Dict[str, Any]) -> None:
         unlabeled = active.unlabeled_id
         mask = pred.mask.astype(np.uint8 if unlabeled == 255 else np.uint16)
         if cfg["min_confidence"] > 0:
             mask[pred.confidence < cfg["min_confidence"]] = unlabeled
         if self._pub_mask.get_subscription_count() > 0:
-            self._pub_mask.publish(_image_msg(header, mask, "mono8" if unlabeled == 255 else "mono16"))
+            self._pub_mask.publish(image_msg(header, mask, "mono8" if unlabeled == 255 else "mono16"))
         if self._pub_overlay.get_subscription_count() > 0:
             rgb = image if order == "rgb" else image[:, :, ::-1]
             vis = imaging.overlay(rgb, mask, active.colors, active.names if cfg["overlay_legend"] else None,
                                   alpha=cfg["overlay_alpha"],
                                   banner=None if cfg["weights"] else imaging.UNTRAINED_BANNER)
-            self._pub_overlay.publish(_image_msg(header, vis, "rgb8"))
+            self._pub_overlay.publish(image_msg(header, vis, "rgb8"))
         if self._pub_conf.get_subscription_count() > 0:
-            self._pub_conf.publish(_image_msg(header, pred.confidence, "32FC1"))
+            self._pub_conf.publish(image_msg(header, pred.confidence, "32FC1"))
         for pub, idx in heat.values():
             try:
-                pub.publish(_image_msg(header, pred.probs[idx], "32FC1"))
+                pub.publish(image_msg(header, pred.probs[idx], "32FC1"))
             except Exception as e:  # a publisher destroyed by a concurrent heatmap_labels change
                 self.get_logger().debug(f"heatmap publish skipped: {e}")
         scores = ClassConfidences()
@@ -548,17 +564,12 @@ class LSegNode(Node):
 
     # ---- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Stops the worker (it finishes the frame in hand)."""
+        """Stops the worker. A frame in hand is abandoned after 2 s: once the context is shut down its
+        outputs cannot be published anyway (and ros2 launch escalates to SIGTERM after 5 s)."""
         self._stop.set()
         if self._worker.is_alive():
-            self._worker.join(timeout=30.0)
+            self._worker.join(timeout=2.0)
 
-
-def _image_msg(header, array: np.ndarray, encoding: str) -> Image:
-    h, w, step, big, data = imaging.encode_image(array, encoding)
-    msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=big, step=step)
-    msg.data = data
-    return msg
 
 
 def main(args: Optional[List[str]] = None) -> int:

@@ -134,9 +134,11 @@ BY_NAME: Dict[str, Param] = {p.name: p for p in PARAMS}
 def validate(name: str, value: Any) -> Optional[str]:
     """None if `value` is acceptable for parameter `name`, else the reason."""
     p = BY_NAME.get(name)
-    if p is None or p.check is None:
+    if p is None:
         return None
-    return p.check(value)
+    if isinstance(p.default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"must be a number; got {value!r}"  # float parameters are dynamically typed (take 0 as 0.0)
+    return None if p.check is None else p.check(value)
 
 
 def topic_token(name: str) -> str:
