@@ -72,9 +72,14 @@ def test_converter_writes_own_format(tmp_path):
     # the converter recognises the released architecture from the keys (full RN101 here would be
     # 800 MB), so drive the same path through load + save_own with the tiny config:
     released = LSegNet.from_checkpoint(src, config=net.config)
-    dst = save_own(released, tmp_path / "rn.safetensors")
-    torch.testing.assert_close(_logits(LSegNet.from_checkpoint(dst)), _logits(released), atol=0, rtol=0)
-    assert callable(convert_checkpoint)
+    dst = convert_checkpoint(src, tmp_path / "rn.safetensors", config=net.config)
+    assert read_metadata(dst)["config"] == net.config
+    with open(dst, "rb") as f:
+        assert f.read(9)[8:9] == b"{"          # a safetensors file, no pickle
+    converted = LSegNet.from_checkpoint(dst)
+    assert converted.config == net.config and not converted.untrained
+    torch.testing.assert_close(_logits(converted), _logits(released), atol=0, rtol=0)
+    assert not torch.equal(_logits(converted), _logits(LSegNet.from_config(LSegConfig.tiny_resnet())))
 
 
 def test_missing_key_is_named(tiny, tmp_path):
@@ -166,3 +171,84 @@ def test_pickled_callable_is_refused_and_never_run(tiny, tmp_path, where):
     with pytest.raises(UnsafeCheckpointError, match=r"evil.ckpt.*system"):
         LSegNet.from_checkpoint(src, spatial_block="bottleneck", block_depth=2, config=tiny.config)
     assert not marker.exists()
+
+
+def _build_pickle(module: bytes, name: bytes) -> bytes:
+    """A 60-odd-byte pickle: GLOBAL module.name, then BUILD (None, {'__defaults__': (1,)}) on it."""
+    return (b"\x80\x02c" + module + b"\n" + name + b"\n" + b"N}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b.")
+
+
+@pytest.mark.parametrize("target", [(b"torch._utils", b"_rebuild_tensor_v2"), (b"torch", b"Tensor"),
+                                    (b"collections", b"OrderedDict")])
+def test_build_on_a_global_is_refused_and_harmless(tiny, tmp_path, target):
+    import pickle
+    import sys
+    import types
+
+    before = torch._utils._rebuild_tensor_v2.__defaults__
+    data = _build_pickle(*target)
+    # plain pickle would indeed set the attribute of the named function for the whole process
+    victim = types.ModuleType("lseg_test_victim")
+    exec("def f(a=0):\n    return a", victim.__dict__)
+    sys.modules["lseg_test_victim"] = victim
+    try:
+        assert pickle.loads(_build_pickle(b"lseg_test_victim", b"f")) is victim.f and victim.f() == 1
+    finally:
+        del sys.modules["lseg_test_victim"]
+    assert len(data) < 80
+    bad = tmp_path / "build.ckpt"
+    bad.write_bytes(data)
+    with pytest.raises(CheckpointError, match="build.ckpt") as e:
+        LSegNet.from_checkpoint(bad)
+    assert isinstance(e.value, UnsafeCheckpointError) and "refused" in str(e.value)
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+    assert not hasattr(torch.Tensor, "__defaults__") or torch.Tensor.__defaults__ is not (1,)
+    # and a following load still works, with the same numbers
+    src = synthetic_ckpt.released_from_net(tiny, tmp_path / "after.ckpt")
+    net = LSegNet.from_checkpoint(src, spatial_block="bottleneck", block_depth=2, config=tiny.config)
+    assert net.config == tiny.config
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+
+
+def test_read_state_dict_formats(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    from lseg_ros.model.checkpoint import read_state_dict
+
+    sd = {k: v.clone() for k, v in tiny.text.tower.state_dict().items()}
+    lightning = synthetic_ckpt.released_from_net(tiny, tmp_path / "released.ckpt")
+    got = read_state_dict(lightning)                   # Lightning dict: its state_dict, names as stored
+    assert "net.clip_pretrained.token_embedding.weight" in got
+    plain = tmp_path / "plain.bin"                     # the extension says nothing
+    torch.save(sd, plain)
+    st = tmp_path / "weights.pt"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
+    for path in (plain, st):
+        got = read_state_dict(path)
+        assert set(got) == set(sd)
+        for k in sd:
+            torch.testing.assert_close(got[k], sd[k], atol=0, rtol=0)
+    torch.save({"model": sd, "epoch": 3}, tmp_path / "wrapped.pth")
+    assert set(read_state_dict(tmp_path / "wrapped.pth")) == set(sd)
+    torch.save({"epoch": 3, "name": "x"}, tmp_path / "nostate.pth")
+    with pytest.raises(CheckpointError, match="nostate.pth.*not a state dict"):
+        read_state_dict(tmp_path / "nostate.pth")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated
+def test_torchscript_archive_is_refused_not_run(tmp_path):
+    from lseg_ros.model.checkpoint import read_state_dict
+
+    ts = tmp_path / "ViT-B-32.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(ts))
+    for load in (read_state_dict, LSegNet.from_checkpoint):
+        with pytest.raises(CheckpointError, match="ViT-B-32.pt.*TorchScript.*state-dict file"):
+            load(ts)
+
+
+def test_corrupt_safetensors_metadata_names_the_file(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    header = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, garbage'
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        read_metadata(bad)

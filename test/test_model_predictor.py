@@ -146,3 +146,19 @@ def test_reference_protocol(pred):
         del pred._run
     assert calls == [(480, 480)] * 4
     _check(out, labels, 120, 200)
+
+
+def test_reference_protocol_averages(pred):
+    """Logits are averaged over windows, flips and scales: a constant per-label output comes
+    back unchanged (a sum, or a wrong window count, would scale or tile it)."""
+    labels = pred.encode_labels(["a", "b", "c"])
+    const = torch.tensor([1.5, -2.0, 0.25]).view(1, 3, 1, 1)
+    calls = []
+    pred._run = lambda x, t: calls.append(tuple(x.shape[2:])) or const.expand(x.shape[0], 3, *x.shape[2:]).clone()
+    try:
+        img = np.random.default_rng(4).integers(0, 256, (150, 260, 3), dtype=np.uint8)
+        out = pred.logits(img, labels, protocol="reference")       # 6 scales, flip, sliding windows
+    finally:
+        del pred._run
+    assert out.shape == (3, 150, 260) and len(calls) > 12
+    torch.testing.assert_close(out, const[0].expand(3, 150, 260), atol=1e-5, rtol=0)

@@ -90,6 +90,9 @@ def test_gradients_flow_to_image_side_only():
     out.sum().backward()
     assert net.scratch.head1.weight.grad is not None
     assert net.pretrained.model.blocks[0].attn.qkv.weight.grad is not None
+    # the CLIP text tower is frozen: no gradient reaches any of its parameters
+    text_params = list(net.text.parameters())
+    assert text_params and all(p.grad is None and not p.requires_grad for p in text_params)
 
 
 def test_config_json_round_trip_and_named_variants():

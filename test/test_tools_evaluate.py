@@ -77,13 +77,17 @@ def make_pascal(root, splits, entries):
 class Bright:
     """Zero-shot stand-in: foreground where the (resized) image is bright."""
 
+    def __init__(self):
+        self.encoded, self.asked = [], []
+
     def encode_labels(self, texts):
-        self.texts = list(texts)
+        self.encoded.append(list(texts))
         return SimpleNamespace(names=tuple(texts))
 
     def logits(self, image, labels, channel_order="rgb"):
+        self.asked.append(labels.names)
         fg = torch.from_numpy(image[..., 0] > 127).float()
-        n = len(self.texts)
+        n = len(labels.names)
         out = torch.zeros(n, *fg.shape)
         out[1:] = fg                      # every class row says "bright = foreground"
         out[0] = 0.5
@@ -101,7 +105,9 @@ def test_fold_protocol(tmp_path):
     pred = Bright()
     meter, skipped = evaluate.evaluate_fold(pred, "pascal", 0, tmp_path / "data", tmp_path / "splits",
                                             episodes=4, original_size=True)
-    assert pred.texts == ["others", "aeroplane", "bicycle", "bird", "boat", "bottle"]
+    # each class's pair ['others', c] encoded once; every episode runs with exactly its pair
+    assert pred.encoded == [["others", c] for c in ["aeroplane", "bicycle", "bird", "boat", "bottle"]]
+    assert pred.asked == [("others", "aeroplane"), ("others", "bird")] * 2
     assert meter.episodes == 4 and not skipped
     per = meter.per_class_iou()
     assert per[0] > 0.9 and per[2] > 0.9 and per[1] == 0.0      # bicycle never asked -> 0
@@ -110,6 +116,36 @@ def test_fold_protocol(tmp_path):
     assert "FB-IoU" in text and res["episodes"] == 4
     meter480, _ = evaluate.evaluate_fold(pred, "pascal", 0, tmp_path / "data", tmp_path / "splits", episodes=2)
     assert meter480.episodes == 2 and meter480.miou() > 30        # scored at 480x480
+
+
+@pytest.mark.parametrize("benchmark", ["pascal", "coco"])
+def test_fold_boundary_value_per_benchmark(tmp_path, benchmark):
+    """HSNet ignores 255 for PASCAL only: in COCO a 255 pixel is background, so predicting
+    foreground there is a false positive."""
+    import pickle
+
+    mask = np.zeros((48, 48), np.uint8)
+    mask[8:24, 8:24] = 1                  # class 0 (aeroplane / person): 256 pixels
+    mask[32:40, :] = 255                  # 384 pixels
+    img = np.zeros((48, 48, 3), np.uint8)
+    img[(mask == 1) | (mask == 255)] = 255     # "bright = foreground" says fg on both
+    root, splits = tmp_path / "data", tmp_path / "splits"
+    if benchmark == "pascal":
+        img_path, mask_path = evaluate.folds.image_and_mask_paths("pascal", root, "x")
+        (splits / "pascal" / "val").mkdir(parents=True)
+        (splits / "pascal" / "val" / "fold0.txt").write_text("x__01\n")
+    else:
+        img_path, mask_path = evaluate.folds.image_and_mask_paths("coco", root, "val2014/x.jpg")
+        (splits / "coco" / "val").mkdir(parents=True)
+        with open(splits / "coco" / "val" / "fold0.pkl", "wb") as f:
+            pickle.dump({0: ["val2014/x.jpg"]}, f)
+    for p in (img_path, mask_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(img_path), img)
+    cv2.imwrite(str(mask_path), mask)
+    meter, _ = evaluate.evaluate_fold(Bright(), benchmark, 0, root, splits, episodes=1, original_size=True)
+    expected = 1.0 if benchmark == "pascal" else 256 / (256 + 384)
+    assert meter.per_class_iou()[0] == pytest.approx(expected, abs=0.02)
 
 
 def test_cli_with_tiny_model(tmp_path, capsys):
@@ -124,3 +160,8 @@ def test_cli_with_tiny_model(tmp_path, capsys):
     assert (out / "confusion.png").stat().st_size > 1000
     assert evaluate.main(["--data", str(tmp_path / "nope"), "--config", "tiny_vit"]) == 2
     assert "nope" in capsys.readouterr().err
+    (tmp_path / "texts.txt").write_text("only one\n")
+    assert evaluate.main(["--data", str(root), "--config", "tiny_vit", "--label-texts",
+                          str(tmp_path / "texts.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "texts.txt" in err and "1 label texts for the 3 classes" in err

@@ -57,10 +57,23 @@ def test_split_file_missing_and_unsafe_pickle(tmp_path):
     c.mkdir(parents=True)
     with open(c / "fold0.pkl", "wb") as f:
         pickle.dump({0: [np.int64(1)]}, f)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match=r"fold0.pkl.*numpy"):      # refused, naming the file
+        folds.read_split("coco", 0, "val", tmp_path)
+    (c / "fold0.pkl").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(ValueError, match="fold0.pkl"):
         folds.read_split("coco", 0, "val", tmp_path)
 
 
 def test_binary_target_keeps_ignore():
     m = np.array([[0, 3, 255, 4]])
     assert folds.binary_target(m, 2).tolist() == [[0, 1, 255, 0]]
+    # the ignore value written is the caller's (the loss's), the boundary read is PASCAL's 255
+    assert folds.binary_target(m, 2, ignore_index=-1).tolist() == [[0, 1, -1, 0]]
+    assert folds.binary_target(m, 3, ignore_index=254).tolist() == [[0, 0, 254, 1]]
+
+
+def test_coco_has_no_boundary_value():
+    """HSNet ignores 255 for PASCAL only; in COCO every value but class+1 is background."""
+    assert folds.boundary_value("pascal") == 255 and folds.boundary_value("coco") is None
+    m = np.array([[0, 3, 255, 4]])
+    assert folds.binary_target(m, 2, 255, folds.boundary_value("coco")).tolist() == [[0, 1, 0, 0]]

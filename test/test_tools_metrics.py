@@ -73,6 +73,13 @@ def test_binary_area_and_fewshot_meter():
     assert m.fb_iou() == pytest.approx(100 * (3 / 5 + 2 / 4) / 2)
     with pytest.raises(ValueError):
         m.update(pr, gt, class_id=5)
+    # errors show the offending values and name the mask
+    with pytest.raises(ValueError, match=r"m.png: mask of a binary episode .*: 3, 7"):
+        m.update(np.zeros((1, 3)), np.array([[3, 7, 0]]), class_id=0, source="m.png")
+    with pytest.raises(ValueError, match=r"m.png: prediction .*: -1"):
+        binary_area(np.array([[-1, 0]]), np.array([[0, 0]]), source="m.png")
+    with pytest.raises(ValueError, match="got 0"):
+        ConfusionMatrix(0)
 
 
 def test_plot_confusion(tmp_path):

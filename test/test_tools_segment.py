@@ -127,6 +127,24 @@ def test_images_and_skip_bad(tmp_path):
     assert (tmp_path / "o" / "a_overlay.png").is_file()
 
 
+def test_same_stem_inputs_get_distinct_outputs(tmp_path):
+    """x.png from three folders (and x.jpg) must not overwrite each other's outputs."""
+    paths = []
+    for i, (folder, ext) in enumerate([("a", "png"), ("b", "png"), ("c", "png"), ("a", "jpg")]):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        p = tmp_path / folder / f"x.{ext}"
+        cv2.imwrite(str(p), frame(i)[..., ::-1])
+        paths.append(p)
+    seg = segment.Segmenter(fake_predict, 3, min_confidence=0.5)
+    done, _ = segment.segment_images(paths, tmp_path / "o", seg)
+    assert done == 4
+    outs = sorted((tmp_path / "o").glob("*_scores.json"))
+    assert len(outs) == 4
+    assert sorted(json.loads(o.read_text())["image"] for o in outs) == sorted(map(str, paths))
+    assert len(list((tmp_path / "o").glob("*_mask.png"))) == 4
+    assert (tmp_path / "o" / "x_scores.json").is_file()          # the first keeps its plain name
+
+
 def test_confidences_msg_matches_source_tree():
     from pathlib import Path
 

@@ -64,7 +64,7 @@ def test_resume_continues_where_it_stopped(shapes, tmp_path, capsys):
     opts.class_names = ds.class_names
     items, load = train.folder_items(ds)
     data = train._TorchData(items, load, train.TrainTransform(64, 255, seed=0), net.config.mean,
-                            net.config.std, 255)
+                            net.config.std)
     trainer = train.Trainer(net, data, opts, split)
     trainer.fit(stop_after=1)
     assert history(split)[-1]["iteration"] == 2
@@ -102,12 +102,12 @@ def test_zero_shot_two_way_and_lr_groups(shapes, tmp_path):
     assert n_trainable == sum(p.numel() for n, p in net.named_parameters() if not n.startswith("text."))
 
     ds = train.FolderDataset(shapes)
-    items, load = train.zero_shot_items_folder(ds, None)
+    items, load = train.zero_shot_items_folder(ds)
     assert len(items) == 3 * len(ds)                   # each image asks about each present class
     image, target, cls = load(items[1])
     assert set(np.unique(target)) <= {0, 1} and cls == 1
     opts = train.TrainOptions(epochs=1, batch_size=4, crop_size=64, zero_shot=True, class_names=ds.class_names)
-    data = train._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std, 255)
+    data = train._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std)
     tr = train.Trainer(net, data, opts, tmp_path / "zs")
     assert tr.text.shape[0] == 4                        # 'others' + 3 classes, encoded once
     x, y, c = next(iter(tr._loader(data, False, 0)))
@@ -119,6 +119,70 @@ def test_zero_shot_two_way_and_lr_groups(shapes, tmp_path):
         torch.testing.assert_close(logits[i, 0], full[i, 0])
     tr.fit()
     assert history(tmp_path / "zs")[0]["iteration"] == 2
+
+
+def test_optimizer_lrs_follow_the_reference(shapes, tmp_path):
+    """lr = base_lr/16*batch for pretrained.*, 10x for scratch.*, poly decay per iteration."""
+    args = train.build_parser().parse_args(["--data", str(shapes), "--config", "tiny_vit"])
+    net = train.build_model(args)
+    ds = train.FolderDataset(shapes)
+    items, load = train.folder_items(ds)
+    opts = train.TrainOptions(epochs=3, batch_size=4, base_lr=0.004, crop_size=64, class_names=ds.class_names)
+    data = train._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std)
+    tr = train.Trainer(net, data, opts, tmp_path / "lr")
+    base = 0.004 / 16 * 4
+    groups = {g["name"]: g for g in tr.optimizer.param_groups}
+    assert groups["pretrained"]["lr"] == pytest.approx(base) and groups["scratch"]["lr"] == pytest.approx(10 * base)
+    ids = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in ids for n, p in net.named_parameters() if n.startswith("pretrained."))
+    assert {id(p) for p in groups["scratch"]["params"]} == {id(p) for n, p in net.named_parameters()
+                                                             if n.startswith("scratch.")}
+    assert tr.max_iters == 6
+    tr.fit(stop_after=1)
+    k = tr.iteration
+    assert k == 2
+    decay = (1 - k / tr.max_iters) ** 0.9
+    assert groups["pretrained"]["lr"] == pytest.approx(base * decay)
+    assert groups["scratch"]["lr"] == pytest.approx(10 * base * decay)
+
+
+def test_zero_shot_logits_use_exactly_two_labels(tmp_path):
+    """With a spatial block (which mixes labels) the 2-way logits are those of a forward with
+    only ['others', c], not a slice of the all-labels forward."""
+    from lseg_ros.model import LSegConfig
+
+    torch.manual_seed(0)
+    net = LSegNet.from_config(LSegConfig.tiny_vit(spatial_block="bottleneck", block_depth=2))
+    names = ["red square", "green circle", "blue thing"]
+    opts = train.TrainOptions(epochs=1, batch_size=2, crop_size=64, zero_shot=True, class_names=names)
+    tr = train.Trainer(net, [0], opts, tmp_path / "zs")
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    cls = torch.tensor([2, 0])
+    with torch.no_grad():
+        logits = tr._logits(x, cls)
+        full = net(x, tr.text)
+    assert logits.shape == (2, 2, 64, 64)
+    for i, c in enumerate(cls.tolist()):
+        with torch.no_grad():
+            alone = net(x[i:i + 1], tr.text[[0, c + 1]])[0]
+        torch.testing.assert_close(logits[i], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits[0, 1], full[0, 3], atol=1e-3)   # the old gather was not this
+
+
+def test_corrupt_state_file_is_named(shapes, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main(["--data", str(shapes), "--config", "tiny_vit", "--crop-size", "64", "--batch-size", "8",
+                       "--epochs", "2", "-o", str(run)]) == 0
+    good = (run / "last.state.pt").read_bytes()
+    (run / "last.state.pt").write_bytes(good[: len(good) // 2])
+    capsys.readouterr()
+    assert train.main(["--resume", str(run)]) == 2
+    assert "last.state.pt" in capsys.readouterr().err
+    torch.save({"version": 1, "options": {}}, run / "last.state.pt")      # readable, but keys missing
+    assert train.main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "last.state.pt" in err and "damaged" in err
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -147,9 +211,35 @@ def test_fold_training_split(tmp_path):
     image, target, cls = load(items[0])
     assert cls == 5 and (target == 1).sum() == 15 * 15 and set(np.unique(target)) == {0, 1, 255}
     assert (target[0] == 255).all() and (target[25:] == 0).all()
+    # the loss's ignore index is what is written for the boundary
+    items, load = train.zero_shot_items_fold("pascal", 0, root, splits, ignore_index=-1)
+    _, target, _ = load(items[0])
+    assert (target[0] == -1).all() and set(np.unique(target)) == {-1, 0, 1}
     (splits / "pascal" / "trn" / "fold0.txt").write_text("x__01\n")        # aeroplane: a test class
-    with pytest.raises(train.ToolError, match="test classes"):
+    with pytest.raises(train.ToolError, match="fold0.txt.*test classes"):
         train.zero_shot_items_fold("pascal", 0, root, splits)
+
+
+def test_coco_fold_training_has_no_ignored_value(tmp_path):
+    """HSNet's COCO reader has no boundary value: 255 is background there (PASCAL only ignores it)."""
+    import pickle
+
+    import cv2
+
+    root, splits = tmp_path / "data", tmp_path / "splits"
+    (root / "COCO2014" / "annotations" / "train2014").mkdir(parents=True)
+    (splits / "coco" / "trn").mkdir(parents=True)
+    mask = np.zeros((32, 48), np.uint8)
+    mask[5:20, 5:20] = 2          # bicycle (0-based 1): a training class of fold 0
+    mask[0, :] = 255
+    (root / "COCO2014" / "train2014").mkdir(parents=True)
+    cv2.imwrite(str(root / "COCO2014" / "train2014" / "x.jpg"), np.zeros((32, 48, 3), np.uint8))
+    cv2.imwrite(str(root / "COCO2014" / "annotations" / "train2014" / "x.png"), mask)
+    with open(splits / "coco" / "trn" / "fold0.pkl", "wb") as f:
+        pickle.dump({1: ["train2014/x.jpg"]}, f)
+    items, load = train.zero_shot_items_fold("coco", 0, root, splits)
+    _, target, cls = load(items[0])
+    assert cls == 1 and (target == 1).sum() == 15 * 15 and set(np.unique(target)) == {0, 1}
 
 
 def test_imagenet_and_text_init_files(tmp_path):
@@ -175,3 +265,37 @@ def test_imagenet_and_text_init_files(tmp_path):
     k = "token_embedding.weight"
     torch.testing.assert_close(net.text.tower.state_dict()[k], sd[k])
     assert not any(p.requires_grad for p in net.text.parameters())
+
+    # safetensors, recognised by content whatever the extension
+    from safetensors.torch import save_file
+    save_file({k: (v + 2).contiguous() for k, v in net.text.tower.state_dict().items()}, str(tmp_path / "clip.bin"))
+    before = net.text.tower.state_dict()[k].clone()
+    train.load_text_weights(net, tmp_path / "clip.bin")
+    torch.testing.assert_close(net.text.tower.state_dict()[k], before + 2)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated
+def test_text_weights_from_released_ckpt_and_torchscript(tmp_path):
+    """A released LSeg .ckpt (Lightning callbacks, fp16 CLIP) is read through the restricted
+    unpickler; OpenAI CLIP's TorchScript .pt is refused with a clear message, never run."""
+    import synthetic_ckpt
+
+    args = train.build_parser().parse_args(["--data", "x", "--config", "tiny_vit"])
+    from lseg_ros.model import LSegConfig
+
+    torch.manual_seed(1)
+    donor = LSegNet.from_config(LSegConfig.tiny_vit())
+    ckpt = synthetic_ckpt.released_from_net(donor, tmp_path / "demo_like.ckpt")
+    torch.manual_seed(2)
+    net = train.build_model(args)
+    train.load_text_weights(net, ckpt)
+    k = "token_embedding.weight"
+    torch.testing.assert_close(net.text.tower.state_dict()[k], donor.text.tower.state_dict()[k].half().float())
+
+    ts = tmp_path / "ViT-B-32.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(ts))
+    with pytest.raises(train.ToolError, match="ViT-B-32.pt.*TorchScript.*state-dict"):
+        train.load_text_weights(net, ts)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(train.ToolError, match="junk.pt"):
+        train.load_backbone_weights(net, tmp_path / "junk.pt")

@@ -5,7 +5,10 @@ PyTorch-Lightning 1.x pickles whose `callbacks` dict is keyed by a Lightning cla
 `torch.load(weights_only=True)` refuses them and plain unpickling would need (and run)
 pytorch_lightning. `_SafeUnpickler` resolves only tensor-rebuilding functions and plain
 containers; any other global becomes an inert placeholder that refuses to be called, so a
-pickled callable (e.g. `os.system`) is reported, never run.
+pickled callable (e.g. `os.system`) is reported, never run. The allowed functions are handed
+out as fresh wrappers and BUILD (set state) is refused on anything but containers and tensors,
+so a file cannot change this process's objects (e.g. a rebuild function's `__defaults__`).
+TorchScript archives are refused: torch.load would run their code.
 
 The own format is a safetensors file (no pickle at all) with the `LSegConfig` as JSON in
 its metadata. Formats are recognised by their first bytes, not by file extension.
@@ -49,11 +52,17 @@ def _rebuild_from_type_v2(func, new_type, args, state):
     return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
 
 
-_ALLOWED = {
+# Functions the file may call. `find_class` hands out a fresh wrapper per lookup, never the
+# function itself, so a BUILD opcode aimed at it could only touch a throwaway object (and
+# `_SafeUnpickler.load_build` refuses such a BUILD anyway).
+_FUNCTIONS = {
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+}
+# Types and constants the file may name (immutable built-ins, or checked before use).
+_TYPES = {
     ("torch", "Tensor"): torch.Tensor,
     ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
     ("torch", "Size"): torch.Size,
@@ -62,9 +71,17 @@ _ALLOWED = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
 }
-_ALLOWED.update({("torch", str(d).split(".")[-1]): d for d in (
+_TYPES.update({("torch", str(d).split(".")[-1]): d for d in (
     torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.int8, torch.int16, torch.int32,
     torch.int64, torch.uint8, torch.bool)})
+
+
+def _wrapper(fn):
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    return call
 
 
 def _placeholder(module: str, name: str) -> type:
@@ -78,12 +95,30 @@ def _placeholder(module: str, name: str) -> type:
                                          "qualified_name": qual, "__module__": __name__})
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class _SafeUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler (its opcodes can be overridden, unlike the C one's)."""
+
     def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
+        if (module, name) in _FUNCTIONS:
+            return _wrapper(_FUNCTIONS[(module, name)])
+        if (module, name) in _TYPES:
+            return _TYPES[(module, name)]
         # e.g. the pytorch_lightning callback class used as a dict key: keep it inert.
         return _placeholder(module, name)
+
+    def load_build(self):
+        # BUILD sets state/attributes on the object on top of the stack. Weights files need it
+        # only for containers (an OrderedDict's `_metadata`) and tensors; on anything else (a
+        # class, a function, a dtype) it would change this process's objects: refuse.
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        if isinstance(inst, type) or not (type(inst) in (dict, collections.OrderedDict)
+                                          or isinstance(inst, torch.Tensor)):
+            raise UnsafeCheckpointError(f"the file asks to set the state of {type(inst).__name__} "
+                                        f"{inst!r:.80}; refused")
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 _safe_pickle = types.ModuleType("lseg_safe_pickle")
@@ -94,18 +129,36 @@ _safe_pickle.__name__ = "lseg_safe_pickle"
 
 # ---- format detection ----------------------------------------------------------------
 
-def _sniff(path: str) -> str:
-    """'zip' (torch >= 1.6 checkpoint), 'pickle' (legacy torch.save) or 'safetensors'."""
+_HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
+
+
+def sniff(path) -> str:
+    """The file's format from its content: 'zip' (torch >= 1.6 checkpoint), 'pickle' (legacy
+    torch.save) or 'safetensors'. Raises `CheckpointError` naming the file for anything else:
+    missing, empty, an HTML page (a failed download), a truncated zip, a zip without data.pkl."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
     if size == 0:
         raise CheckpointError(f"checkpoint {path!r} is empty")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    low = head.lstrip().lower()
+    if low.startswith(_HTML) or b"<html" in low:
+        raise CheckpointError(f"{path!r} is an HTML page, not a checkpoint (Google Drive answers with a page "
+                              "when the download quota is exceeded, a sign-in is needed or the link is wrong)")
     if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            raise CheckpointError(f"{path!r} is truncated or corrupt ({size} bytes; the zip directory at the "
+                                  "end is missing - an interrupted download?)") from None
+        if not any(n.endswith("data.pkl") for n in names):
+            raise CheckpointError(f"{path!r} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
         return "zip"
     if head[:1] == b"\x80":
         return "pickle"
@@ -113,19 +166,29 @@ def _sniff(path: str) -> str:
         (n,) = struct.unpack("<Q", head[:8])
         if head[8:9] == b"{" and 8 + n <= size:
             return "safetensors"
-    lower = head.lstrip().lower()
-    hint = " (it looks like an HTML page, e.g. a download that returned a web page)" if lower.startswith(b"<") else ""
-    raise CheckpointError(f"{path!r} is neither a PyTorch checkpoint nor a safetensors file{hint}")
+    raise CheckpointError(f"{path!r} is neither a PyTorch checkpoint nor a safetensors file "
+                          f"(starts with {head[:16]!r})")
+
+
+
+def _is_torchscript(names) -> bool:
+    return any(n.endswith("constants.pkl") or "/code/" in n or n.startswith("code/") for n in names)
 
 
 def _read_torch(path: str, kind: str) -> dict:
     if kind == "zip":
         try:
             with zipfile.ZipFile(path) as z:
-                if not any(n.endswith("data.pkl") for n in z.namelist()):
-                    raise CheckpointError(f"{path!r} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
+                names = z.namelist()
         except zipfile.BadZipFile as e:
             raise CheckpointError(f"{path!r} is truncated or corrupt: {e}") from None
+        if not any(n.endswith("data.pkl") for n in names):
+            raise CheckpointError(f"{path!r} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
+        if _is_torchscript(names):
+            # torch.load would hand such a file to torch.jit.load, i.e. run its code.
+            raise CheckpointError(f"{path!r} is a TorchScript archive (e.g. OpenAI CLIP's .pt), which is not "
+                                  "read (loading it runs its code); pass a state-dict file instead, e.g. "
+                                  "open_clip's ViT-B-32-quickgelu weights or a released LSeg .ckpt")
     try:
         obj = torch.load(path, map_location="cpu", pickle_module=_safe_pickle, weights_only=False,
                          mmap=(kind == "zip"))
@@ -136,6 +199,43 @@ def _read_torch(path: str, kind: str) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path!r} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a safetensors file; `CheckpointError` naming the file if unreadable."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(path), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {path!r}: {e}") from None
+
+
+def read_state_dict(path) -> Dict[str, torch.Tensor]:
+    """The tensors of a weights file, whatever its format (recognised by content):
+    a safetensors file; a plain `torch.save`d state dict; or a dict holding one under
+    'state_dict' (Lightning, e.g. a released LSeg .ckpt), 'model' or 'module'. Pickles go
+    through the restricted unpickler; TorchScript archives are refused (never executed).
+    Keys are returned as stored (no prefix removed). `CheckpointError` names the file."""
+    path = os.fspath(path)
+    kind = sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)[0]
+    sd = _read_torch(path, kind)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path!r} is not a state dict (name -> tensor): e.g. entry {bad[0]!r} holds a "
+                              f"{type(sd[bad[0]]).__name__}")
+    if not sd:
+        raise CheckpointError(f"{path!r} holds no tensors")
+    return dict(sd)
 
 
 # ---- released layouts ----------------------------------------------------------------
@@ -160,16 +260,6 @@ def _rename_released(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def _from_released_vit(sd: Dict[str, torch.Tensor]) -> Tuple[LSegConfig, Dict[str, torch.Tensor]]:
-    """ViT-L/16 layout (demo_e200.ckpt, fss_l16.ckpt): §3 table."""
-    return LSegConfig.vitl16(), _rename_released(sd)
-
-
-def _from_released_rn101(sd: Dict[str, torch.Tensor]) -> Tuple[LSegConfig, Dict[str, torch.Tensor]]:
-    """ResNet-101 layout (fss_rn101.ckpt, pascal/coco folds): §2 key mapping."""
-    return LSegConfig.rn101(), _rename_released(sd)
-
-
 def _released_state_dict(path: str, obj: dict) -> Tuple[LSegConfig, Dict[str, torch.Tensor]]:
     sd = obj.get("state_dict")
     if not isinstance(sd, dict) or not sd:
@@ -177,10 +267,11 @@ def _released_state_dict(path: str, obj: dict) -> Tuple[LSegConfig, Dict[str, to
     bad = [k for k in sd if not isinstance(k, str) or not k.startswith("net.")]
     if bad:
         raise CheckpointError(f"{path!r} is not an LSeg checkpoint: keys without the 'net.' prefix, e.g. {bad[:5]}")
+    # ViT-L/16 (demo_e200.ckpt, fss_l16.ckpt, §3 table); ResNet-101 (fss_rn101.ckpt, folds, §2)
     if any(k.startswith("net.pretrained.model.blocks.") for k in sd):
-        return _from_released_vit(sd)
+        return LSegConfig.vitl16(), _rename_released(sd)
     if any(k.startswith("net.pretrained.layer1.4.") for k in sd):
-        return _from_released_rn101(sd)
+        return LSegConfig.rn101(), _rename_released(sd)
     raise CheckpointError(f"{path!r}: unrecognised LSeg layout (neither ViT 'net.pretrained.model.blocks.*' "
                           "nor ResNet 'net.pretrained.layer1.4.*' keys)")
 
@@ -193,15 +284,13 @@ def _fmt(keys, limit=12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor]) -> LSegNet:
-    # Build on the meta device: no time spent on random init of ~400M parameters.
-    with torch.device("meta"):
-        net = LSegNet(config)
-    expected = net.state_dict()
+def check_state_dict(expected: Dict[str, torch.Tensor], sd: Dict[str, torch.Tensor], path, what: str) -> None:
+    """Strict check of `sd` against a module's `expected` state dict: every key present, none
+    extra, every shape equal; `CheckpointError` naming the file and the keys otherwise."""
     missing = set(expected) - set(sd)
     unexpected = set(sd) - set(expected)
     if missing or unexpected:
-        msg = [f"checkpoint {path!r} does not fit the {config.backbone} model"]
+        msg = [f"checkpoint {os.fspath(path)!r} does not fit the {what}"]
         if missing:
             msg.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
         if unexpected:
@@ -209,9 +298,25 @@ def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor]) 
         if any(k.startswith("scratch.head_block") for k in unexpected | missing):
             msg.append("(scratch.head_block.* holds the spatial-regularisation block: check spatial_block)")
         raise CheckpointError("; ".join(msg))
-    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if tuple(sd[k].shape) != tuple(v.shape)]
     if wrong:
-        raise CheckpointError(f"checkpoint {path!r}: shape mismatch for {len(wrong)} keys: {_fmt(wrong, 6)}")
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: shape mismatch for {len(wrong)} keys: "
+                              f"{_fmt(wrong, 6)}")
+
+
+def load_strict(module: torch.nn.Module, sd: Dict[str, torch.Tensor], path, what: str) -> None:
+    """Load `sd` into `module` strictly, checked first (keys and shapes) so a bad file changes
+    nothing; `CheckpointError` naming the file otherwise."""
+    check_state_dict(module.state_dict(), sd, path, what)
+    module.load_state_dict(sd, strict=True)
+
+
+def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor]) -> LSegNet:
+    # Build on the meta device: no time spent on random init of ~400M parameters.
+    with torch.device("meta"):
+        net = LSegNet(config)
+    check_state_dict(net.state_dict(), sd, path, f"{config.backbone} model")
     net.load_state_dict(sd, strict=True, assign=True)
     # Non-persistent buffers are not in any checkpoint: recreate them on the CPU.
     net.mean = torch.tensor(config.mean).view(1, 3, 1, 1)
@@ -239,7 +344,7 @@ def load_checkpoint(path, spatial_block: Optional[str] = None, block_depth: int 
     """See `LSegNet.from_checkpoint`."""
     path = os.fspath(path)
     device = resolve_device(device)
-    kind = _sniff(path)
+    kind = sniff(path)
     if kind == "safetensors":
         net = load_own(path, spatial_block, block_depth, activation)
     else:
@@ -272,15 +377,7 @@ def save_own(net: LSegNet, path) -> str:
 
 
 def load_own(path: str, spatial_block=None, block_depth: int = 0, activation: str = "lrelu") -> LSegNet:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-        sd = load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read safetensors file {path!r}: {e}") from None
+    sd, meta = _read_safetensors(path)
     if meta.get("format") != OWN_FORMAT:
         raise CheckpointError(f"{path!r} is a safetensors file but not an lseg_ros checkpoint (metadata {meta})")
     if meta.get("format_version") != OWN_FORMAT_VERSION:
@@ -294,25 +391,33 @@ def load_own(path: str, spatial_block=None, block_depth: int = 0, activation: st
 
 
 def convert_checkpoint(src, dst, spatial_block: Optional[str] = None, block_depth: int = 0,
-                       activation: str = "lrelu") -> str:
-    """Released Lightning file -> own safetensors file (no pickle needed to load it again)."""
-    net = load_checkpoint(src, spatial_block=spatial_block, block_depth=block_depth, activation=activation)
+                       activation: str = "lrelu", config: Optional[LSegConfig] = None) -> str:
+    """Released Lightning file -> own safetensors file (no pickle needed to load it again).
+    `config` overrides the architecture recognised from the keys (e.g. tiny test layouts)."""
+    net = load_checkpoint(src, spatial_block=spatial_block, block_depth=block_depth, activation=activation,
+                          config=config)
     return save_own(net, dst)
 
 
 def read_metadata(path) -> dict:
     """Metadata of an own-format file ({'format', 'format_version', 'config' (LSegConfig)})."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = os.fspath(path)
-    if _sniff(path) != "safetensors":
+    if sniff(path) != "safetensors":
         raise CheckpointError(f"{path!r} is not an lseg_ros safetensors file")
-    with safe_open(path, framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {path!r}: {e}") from None
     if "config" in meta:
-        meta["config"] = LSegConfig.from_json(meta["config"])
+        try:
+            meta["config"] = LSegConfig.from_json(meta["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path!r}: bad architecture metadata ({e})") from None
     return meta
 
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "load_checkpoint", "save_own", "load_own",
-           "convert_checkpoint", "read_metadata"]
+           "convert_checkpoint", "read_metadata", "read_state_dict", "sniff", "check_state_dict", "load_strict"]

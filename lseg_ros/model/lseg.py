@@ -87,16 +87,22 @@ class LSegNet(nn.Module):
         return self.scratch(self.pretrained(x))
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised image, (N, D) text features -> (B, N, H, W) float32 logits."""
-        if text.ndim != 2 or text.shape[1] != self.config.out_dim:
-            raise ValueError(f"text features must be (N, {self.config.out_dim}), got {tuple(text.shape)}")
+        """(B, 3, H, W) normalised image, (N, D) text features -> (B, N, H, W) float32 logits.
+
+        ``text`` may also be (B, N, D): labels per sample (the zero-shot ['others', c] batches
+        of §1.6), computed exactly as N labels for that sample alone would be."""
+        per_sample = text.ndim == 3 and text.shape[0] == x.shape[0]
+        if not (text.ndim == 2 or per_sample) or text.shape[-1] != self.config.out_dim:
+            raise ValueError(f"text features must be (N, {self.config.out_dim}) or (B={x.shape[0]}, N, "
+                             f"{self.config.out_dim}), got {tuple(text.shape)}")
         feats = self.image_features(x)
         # Plain L2 normalisation without eps (§1.4); the matmul is done in float32
         # (the reference's .half() only adds rounding).
         feats = feats / feats.norm(dim=1, keepdim=True)
         text = text.to(feats.dtype)
-        text = text / text.norm(dim=1, keepdim=True)
-        logits = self.config.logit_scale * torch.einsum("bchw,nc->bnhw", feats, text)
+        text = text / text.norm(dim=-1, keepdim=True)
+        logits = self.config.logit_scale * torch.einsum("bchw,bnc->bnhw" if per_sample else "bchw,nc->bnhw",
+                                                        feats, text)
         logits = logits.float()
         if self.scratch.head_block is not None:
             logits = self.scratch.head_block.apply_stack(logits, self.config.block_depth)

@@ -61,6 +61,23 @@ def check_image(image: np.ndarray) -> None:
         raise ValueError(f"image is empty: shape {image.shape}")
 
 
+def normalize_image(image: np.ndarray, mean, std, device=None, channel_order: str = "rgb") -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, H, W) float32 ``(x/255 - mean) / std`` on ``device``.
+
+    ``mean``/``std``: 3 numbers, or tensors broadcastable to (1, 3, 1, 1). The one place
+    where images are normalised (the Predictor and the training tools use it)."""
+    check_image(image)
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    if channel_order == "bgr":
+        x = x.flip(1)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 class Predictor:
     """Wraps an `LSegNet` with device, precision, label cache and image pre/post-processing."""
 
@@ -117,14 +134,7 @@ class Predictor:
     # ---- images ------------------------------------------------------------------
     def to_tensor(self, image: np.ndarray, channel_order: str = "rgb") -> torch.Tensor:
         """HxWx3 uint8 -> (1, 3, H, W) float32 normalised, on the device."""
-        check_image(image)
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-        x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        if channel_order == "bgr":
-            x = x.flip(1)
-        return (x - self._mean) / self._std
+        return normalize_image(image, self._mean, self._std, self.device, channel_order)
 
     def _pad(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Pad bottom/right to (h, w) with -mean/std, i.e. black (§4, pad_image)."""

@@ -22,10 +22,6 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CONFIDENCES_TYPE = "lseg_ros/msg/ClassConfidences"
 
 
-class BagError(ValueError):
-    """Bad bag input; the message names the bag."""
-
-
 def typestore():
     """The Kilted typestore with lseg_ros/msg/ClassConfidences registered."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore

@@ -108,9 +108,9 @@ def named_config(name: str):
     return builders[name]()
 
 
-def progress(iterable=None, total=None, desc=None, unit="it", disable=None):
-    """A tqdm bar (rate and time left) on stderr; off when stderr is not a terminal unless forced."""
+def progress(iterable=None, total=None, desc=None, unit="it"):
+    """A tqdm bar (rate and time left) on stderr; off when stderr is not a terminal."""
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
-                disable=disable, file=sys.stderr)
+                disable=None, file=sys.stderr)

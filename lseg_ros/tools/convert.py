@@ -18,16 +18,15 @@ log = logging.getLogger(__name__)
 def convert(src: Path, dst: Path, spatial_block=None, block_depth: int = 0, activation: str = "lrelu",
             overwrite: bool = False, config=None) -> str:
     """``config`` overrides the architecture read from the layout (tests use tiny models)."""
-    from lseg_ros.model import CheckpointError, LSegNet, save_own
+    from lseg_ros.model import CheckpointError, LSegNet, convert_checkpoint
 
     if not Path(src).is_file():
         raise ToolError(f"{src}: no such file")
     if Path(dst).exists() and not overwrite:
         raise ToolError(f"{dst}: exists already (use --overwrite)")
     try:
-        # = model.convert_checkpoint, plus the architecture override
-        save_own(LSegNet.from_checkpoint(src, spatial_block=spatial_block, block_depth=block_depth,
-                                         activation=activation, config=config), dst)
+        convert_checkpoint(src, dst, spatial_block=spatial_block, block_depth=block_depth, activation=activation,
+                           config=config)
         net = LSegNet.from_checkpoint(dst)  # reload: the written file is whole and self-describing
     except CheckpointError as e:
         raise ToolError(str(e)) from None

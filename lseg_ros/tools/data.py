@@ -94,6 +94,16 @@ def read_class_names(path: Path) -> list[str]:
     return names
 
 
+def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image and its mask, checking that their sizes match; ``DataError`` naming both."""
+    image = read_image(image_path)
+    mask = read_mask(mask_path)
+    if mask.shape != image.shape[:2]:
+        raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
+                        f"image {image_path} size {image.shape[1]}x{image.shape[0]}")
+    return image, mask
+
+
 @dataclass
 class Sample:
     image_path: Path
@@ -164,11 +174,7 @@ class FolderDataset:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Read and validate one pair (no transform). Raises ``DataError`` naming the file(s)."""
         s = self.samples[index]
-        image = read_image(s.image_path)
-        mask = read_mask(s.mask_path)
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"{s.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
-                            f"image {s.image_path} size {image.shape[1]}x{image.shape[0]}")
+        image, mask = read_pair(s.image_path, s.mask_path)
         try:
             check_ids(mask, self.num_classes, self.ignore_index, str(s.mask_path))
         except ValueError as e:
@@ -208,10 +214,9 @@ def _resize(image: np.ndarray, mask: np.ndarray, w: int, h: int):
 class TrainTransform:
     """Reference §5 training augmentation; ``rng`` per sample comes from (seed, epoch, index)."""
 
-    def __init__(self, crop_size: int = 480, ignore_index: int = 255, base_size: int | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, crop_size: int = 480, ignore_index: int = 255, seed: int = 0) -> None:
         self.crop = int(crop_size)
-        self.base = int(base_size) if base_size else int(round(self.crop * 520 / 480))
+        self.base = int(round(self.crop * 520 / 480))
         self.ignore_index = ignore_index
         self.seed = seed
         self.epoch = 0
@@ -253,12 +258,3 @@ class ValTransform:
         y, x = (oh - self.crop) // 2, (ow - self.crop) // 2
         return image[y:y + self.crop, x:x + self.crop], mask[y:y + self.crop, x:x + self.crop]
 
-
-def to_tensor(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]):
-    """Stack HxWx3 uint8 RGB images into a normalised (B, 3, H, W) float tensor."""
-    import torch
-
-    x = torch.from_numpy(np.stack([np.ascontiguousarray(i) for i in images])).permute(0, 3, 1, 2).float() / 255.0
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - m) / s

@@ -8,8 +8,9 @@ Two modes:
   ``metrics``).
 * Zero-shot folds (``--benchmark pascal|coco --fold i``): HSNet's test split and 1000 episodes;
   each query image is resized to 480×480 (aspect not kept, §4 zero-shot test), its mask
-  nearest-resized alike, labels ['others', class]; argmax of the 2 channels; HSNet's mIoU and
-  FB-IoU (§5). ``--original-size`` scores at the mask's own size instead (logits resized).
+  nearest-resized alike; the model is run with exactly the labels ['others', class]; argmax
+  of the 2 channels; HSNet's mIoU and FB-IoU (§5). PASCAL's boundary pixels (255) are
+  ignored; COCO has no ignored value (as in HSNet). ``--original-size`` scores at the mask's own size instead (logits resized).
 
 Results: a table on stdout, ``results.json`` and (folder mode) ``confusion.png`` in ``--output``.
 """
@@ -27,7 +28,7 @@ import numpy as np
 
 from lseg_ros.tools import folds
 from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, progress
-from lseg_ros.tools.data import DataError, FolderDataset, read_class_names, read_image, read_mask
+from lseg_ros.tools.data import DataError, FolderDataset, read_class_names, read_pair
 from lseg_ros.tools.metrics import ConfusionMatrix, FewShotMeter, plot_confusion
 
 log = logging.getLogger(__name__)
@@ -61,43 +62,42 @@ def evaluate_folder(predictor, ds: FolderDataset, label_texts: Sequence[str] | N
 
 
 def evaluate_fold(predictor, benchmark: str, fold: int, root: Path, splits: Path, episodes: int = 1000,
-                  seed: int = 0, original_size: bool = False, skip_bad: bool = False):
+                  seed: int = 0, original_size: bool = False, skip_bad: bool = False,
+                  ignore_index: int = folds.IGNORE_INDEX):
     """HSNet zero-shot test of one fold; returns (meter, skipped)."""
     names = folds.class_names(benchmark)
     class_ids = folds.fold_classes(benchmark, fold, "val")
     items = folds.read_split(benchmark, fold, "val", splits)
     stray = sorted({e.class_id for e in items} - set(class_ids))
     if stray:
-        raise ToolError(f"{splits}: the {benchmark} fold {fold} test split names classes {stray} "
-                        f"outside the fold {class_ids}")
-    # 'others' + the fold's classes, encoded once; an episode uses rows [0, 1 + k].
-    labels = predictor.encode_labels(["others"] + [names[c] for c in class_ids])
-    row = {c: 1 + k for k, c in enumerate(class_ids)}
+        raise ToolError(f"{folds.split_path(benchmark, fold, 'val', splits)}: the {benchmark} fold {fold} test "
+                        f"split names classes {stray} outside the fold {class_ids}")
+    # an episode's model input is exactly ['others', class] (§1.6), each pair encoded once
+    labels = {c: predictor.encode_labels(["others", names[c]]) for c in class_ids}
+    boundary = folds.boundary_value(benchmark)
+    meter_ignore = ignore_index if boundary is not None else None
     meter = FewShotMeter(class_ids)
     skipped = []
     for ep in progress(folds.sample_episodes(benchmark, items, episodes, seed), desc=f"fold {fold}", unit="ep"):
         img_path, mask_path = folds.image_and_mask_paths(benchmark, root, ep.name)
         try:
-            image, mask = read_image(img_path), read_mask(mask_path)
-            if mask.shape != image.shape[:2]:
-                raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
-                                f"image {img_path} {image.shape[1]}x{image.shape[0]}")
+            image, mask = read_pair(img_path, mask_path)
         except DataError as e:
             if not skip_bad:
                 raise ToolError(f"{e} (use --skip-bad to skip and count such episodes)") from None
             skipped.append(str(e))
             continue
-        target = folds.binary_target(mask, ep.class_id)
+        target = folds.binary_target(mask, ep.class_id, ignore_index, boundary)
         x = cv2.resize(image, (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_LINEAR)
-        logits = predictor.logits(x, labels, channel_order="rgb")[[0, row[ep.class_id]]]
+        logits = predictor.logits(x, labels[ep.class_id], channel_order="rgb")
         if original_size:
             import torch.nn.functional as F
 
             logits = F.interpolate(logits[None], size=mask.shape, mode="bilinear", align_corners=True)[0]
         else:
-            target = cv2.resize(target, (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_NEAREST)
+            target = cv2.resize(target.astype(np.int32), (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_NEAREST)
         pred = logits.argmax(0).cpu().numpy()
-        meter.update(pred, target, ep.class_id)
+        meter.update(pred, target, ep.class_id, meter_ignore, str(mask_path))
     if meter.episodes == 0:
         raise ToolError("no episode could be evaluated")
     return meter, skipped
@@ -171,13 +171,17 @@ def _run(args) -> int:
         if args.splits is None:
             raise ToolError("--benchmark needs --splits (HSNet's data/splits folder)")
         meter, skipped = evaluate_fold(predictor, args.benchmark, args.fold, args.data, args.splits,
-                                       args.episodes, args.seed, args.original_size, args.skip_bad)
+                                       args.episodes, args.seed, args.original_size, args.skip_bad,
+                                       args.ignore_index)
         table, result = fold_report(meter, folds.class_names(args.benchmark))
         result.update(benchmark=args.benchmark, fold=args.fold)
     else:
         ds = FolderDataset(args.data, read_class_names(args.classes) if args.classes else None,
                            args.ignore_index, skip_bad=args.skip_bad)
         texts = read_class_names(args.label_texts) if args.label_texts else None
+        if texts is not None and len(texts) != ds.num_classes:
+            raise ToolError(f"{args.label_texts}: {len(texts)} label texts for the {ds.num_classes} classes of "
+                            f"{args.classes or args.data} (one text per class, in class-id order)")
         cm, skipped = evaluate_folder(predictor, ds, texts, args.protocol, args.skip_bad)
         skipped = ds.skipped + skipped
         table, result = folder_report(cm, ds.class_names)

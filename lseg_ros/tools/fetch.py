@@ -51,33 +51,14 @@ class VerifyError(ToolError):
 
 
 def sniff(path: Path) -> str:
-    """Cheap content checks before unpickling: 'zip', 'pickle' or 'safetensors'; else raise."""
-    size = path.stat().st_size
-    if size == 0:
-        raise VerifyError(f"{path}: empty file")
-    with open(path, "rb") as f:
-        head = f.read(512)
-    low = head.lstrip().lower()
-    if low.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in low:
-        raise VerifyError(f"{path}: an HTML page, not a checkpoint (Google Drive answers with a page when "
-                          "the download quota is exceeded, a sign-in is needed or the link is wrong)")
-    if head.startswith(b"PK\x03\x04"):
-        import zipfile
+    """The model library's content check (``checkpoint.sniff``): 'zip', 'pickle' or
+    'safetensors'; ``VerifyError`` for an empty file, an HTML page, a truncated zip..."""
+    from lseg_ros.model.checkpoint import CheckpointError, sniff as sniff_checkpoint
 
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except zipfile.BadZipFile:
-            raise VerifyError(f"{path}: truncated or corrupt ({size} bytes; the zip directory at the end "
-                              "is missing - an interrupted download?)") from None
-        if not any(n.endswith("data.pkl") for n in names):
-            raise VerifyError(f"{path}: a zip archive but not a PyTorch checkpoint (no data.pkl)")
-        return "zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    if len(head) > 9 and head[8:9] == b"{":
-        return "safetensors"
-    raise VerifyError(f"{path}: not a PyTorch checkpoint (starts with {head[:16]!r})")
+    try:
+        return sniff_checkpoint(path)
+    except CheckpointError as e:
+        raise VerifyError(str(e)) from None
 
 
 def verify_checkpoint(path: Path, config=None) -> str:

@@ -1,7 +1,9 @@
 """The zero-shot fold protocol (reference §5): PASCAL-5i and COCO-20i as in HSNet.
 
 Class ids here are 0-based indices into the class-name lists below; the masks on disk hold
-``class_id + 1`` (0 is background, 255 is the boundary and is ignored).
+``class_id + 1`` (0 is background). 255 is special for PASCAL only, as in HSNet: the SBD-aug
+boundary, ignored in loss and metrics. HSNet's COCO reader keeps nothing but ``class_id + 1``
+as foreground, so there a 255 pixel is background like any other value (``boundary_value``).
 
 * PASCAL-5i: fold i holds VOC classes 5i..5i+4 (0-based), i.e. mask values 5i+1..5i+5.
 * COCO-20i: fold i holds class indices {i + 4k, k = 0..19} (0-based of 80).
@@ -13,7 +15,7 @@ On-disk layout (HSNet's ``fewshot_data``; split lists from HSNet's ``data/splits
     SPLITS/pascal/val/fold<i>.txt                    # lines "<name>__<class 1-based>"
     SPLITS/pascal/trn/fold<i>.txt
     ROOT/COCO2014/<val2014|train2014>/<file>.jpg
-    ROOT/COCO2014/annotations/<val2014|train2014>/<file>.png   # values class+1, 0 bg, 255 ign
+    ROOT/COCO2014/annotations/<val2014|train2014>/<file>.png   # values class+1, 0 bg
     SPLITS/coco/val/fold<i>.pkl                      # {class 0-based: [image names]}
     SPLITS/coco/trn/fold<i>.pkl
 
@@ -55,6 +57,13 @@ Benchmark = Literal["pascal", "coco"]
 NUM_FOLDS = 4
 DEFAULT_EPISODES = 1000
 IGNORE_INDEX = 255
+BOUNDARY = 255   # PASCAL's boundary value on disk
+
+
+def boundary_value(benchmark: Benchmark) -> int | None:
+    """The mask value HSNet ignores for this benchmark: 255 for PASCAL, none for COCO."""
+    class_names(benchmark)  # validates the name
+    return BOUNDARY if benchmark == "pascal" else None
 
 
 def class_names(benchmark: Benchmark) -> tuple[str, ...]:
@@ -97,11 +106,17 @@ class _SplitUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"split file may hold only builtin containers, not {module}.{name}")
 
 
+def split_path(benchmark: Benchmark, fold: int, split: str, splits_dir: Path) -> Path:
+    """Where HSNet keeps a fold's split list (``.txt`` for PASCAL, ``.pkl`` for COCO)."""
+    ext = "txt" if benchmark == "pascal" else "pkl"
+    return Path(splits_dir) / benchmark / split / f"fold{fold}.{ext}"
+
+
 def read_split(benchmark: Benchmark, fold: int, split: str, splits_dir: Path) -> list[Episode]:
     """Read HSNet's split list for a fold: every (image, class) pair of the split."""
-    splits_dir = Path(splits_dir)
+    class_names(benchmark)
+    path = split_path(benchmark, fold, split, splits_dir)
     if benchmark == "pascal":
-        path = splits_dir / "pascal" / split / f"fold{fold}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: PASCAL-5i split list not found (HSNet data/splits)")
         out = []
@@ -114,12 +129,16 @@ def read_split(benchmark: Benchmark, fold: int, split: str, splits_dir: Path) ->
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: expected '<name>__<class>', got {line!r}") from None
         return out
-    path = splits_dir / "coco" / split / f"fold{fold}.pkl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO-20i split file not found (HSNet data/splits)")
-    with open(path, "rb") as f:
-        table = _SplitUnpickler(f).load()
-    return [Episode(str(name), int(c)) for c in sorted(table) for name in table[c]]
+    try:
+        with open(path, "rb") as f:
+            table = _SplitUnpickler(f).load()
+        if not isinstance(table, dict):
+            raise ValueError(f"holds a {type(table).__name__}, not a dict of class -> image names")
+        return [Episode(str(name), int(c)) for c in sorted(table) for name in table[c]]
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path}: not a readable HSNet COCO split file ({e})") from None
 
 
 def sample_episodes(
@@ -154,8 +173,12 @@ def image_and_mask_paths(benchmark: Benchmark, root: Path, name: str) -> tuple[P
     return base / f"{stem}.jpg", base / "annotations" / f"{stem}.png"
 
 
-def binary_target(mask: np.ndarray, class_id: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Episode target from a class-id mask: 1 where ``class_id + 1``, ignore kept, else 0."""
-    out = (mask == class_id + 1).astype(np.uint8)
-    out[mask == ignore_index] = ignore_index
+def binary_target(mask: np.ndarray, class_id: int, ignore_index: int = IGNORE_INDEX,
+                  boundary: int | None = BOUNDARY) -> np.ndarray:
+    """Episode target (int64) from a class-id mask: 1 where ``class_id + 1``, else 0; pixels
+    equal to ``boundary`` (PASCAL's 255; None for COCO, see ``boundary_value``) become
+    ``ignore_index``, the value the loss and metrics ignore."""
+    out = (mask == class_id + 1).astype(np.int64)
+    if boundary is not None:
+        out[mask == boundary] = ignore_index
     return out

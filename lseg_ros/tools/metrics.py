@@ -47,7 +47,7 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
         if num_classes < 1:
-            raise ValueError("num_classes must be >= 1")
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -65,9 +65,6 @@ class ConfusionMatrix:
         check_ids(p, self.num_classes, None, f"{source} (prediction)")
         n = self.num_classes
         self.matrix += np.bincount(t * n + p, minlength=n * n).reshape(n, n)
-
-    def merge(self, other: "ConfusionMatrix") -> None:
-        self.matrix += other.matrix
 
     @property
     def total(self) -> int:
@@ -117,21 +114,24 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def binary_area(pred: np.ndarray, target: np.ndarray, ignore_index: int | None = 255):
+def binary_area(pred: np.ndarray, target: np.ndarray, ignore_index: int | None = 255, source: str = "episode"):
     """HSNet ``classify_prediction`` for one episode: (inter[2], union[2]) over {bg, fg}.
 
     ``pred`` and ``target`` hold 0 (background) / 1 (foreground); target pixels equal to
-    ``ignore_index`` are dropped from both.
+    ``ignore_index`` are dropped from both. ``source`` names the mask in errors.
     """
     pred = np.asarray(pred)
     target = np.asarray(target)
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {pred.shape} != mask shape {target.shape}")
+        raise ValueError(f"{source}: prediction shape {pred.shape} != mask shape {target.shape}")
     valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
     p, t = pred[valid].astype(np.int64), target[valid].astype(np.int64)
     for arr, what in ((p, "prediction"), (t, "mask")):
-        if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"{what} of a binary episode holds values other than 0/1")
+        bad = np.unique(arr[(arr < 0) | (arr > 1)])
+        if bad.size:
+            shown = ", ".join(str(int(v)) for v in bad[:10])
+            raise ValueError(f"{source}: {what} of a binary episode holds values other than 0/1: {shown}"
+                             + (f" (ignore index {ignore_index})" if what == "mask" else ""))
     inter = np.bincount(p[p == t], minlength=2)[:2].astype(np.float64)
     area_p = np.bincount(p, minlength=2)[:2]
     area_t = np.bincount(t, minlength=2)[:2]
@@ -151,10 +151,11 @@ class FewShotMeter:
         self.union = {c: np.zeros(2) for c in self.class_ids}
         self.episodes = 0
 
-    def update(self, pred: np.ndarray, target: np.ndarray, class_id: int, ignore_index: int | None = 255):
+    def update(self, pred: np.ndarray, target: np.ndarray, class_id: int, ignore_index: int | None = 255,
+               source: str = "episode"):
         if class_id not in self.inter:
-            raise ValueError(f"class id {class_id} is not in this fold {self.class_ids}")
-        inter, union = binary_area(pred, target, ignore_index)
+            raise ValueError(f"{source}: class id {class_id} is not in this fold {self.class_ids}")
+        inter, union = binary_area(pred, target, ignore_index, source)
         self.inter[class_id] += inter
         self.union[class_id] += union
         self.episodes += 1

@@ -91,6 +91,19 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         raise ToolError(f"{path}: cannot write")
 
 
+def unique_stem(path: Path, used: set[str]) -> str:
+    """An output name for ``path`` not in ``used`` (which it joins): the stem, else stem_ext,
+    else stem_ext_2, _3, ... (same-stem inputs from different folders or with other extensions)."""
+    stem = path.stem
+    if stem in used:
+        stem = f"{path.stem}_{path.suffix.lstrip('.')}" if path.suffix else path.stem
+        base, n = stem, 2
+        while stem in used:
+            stem, n = f"{base}_{n}", n + 1
+    used.add(stem)
+    return stem
+
+
 def segment_images(paths: list[Path], out_dir: Path, seg: Segmenter, skip_bad: bool = False,
                    save_overlay: bool = True) -> tuple[int, list[str]]:
     """Segment image files; returns (done, skipped messages)."""
@@ -105,8 +118,7 @@ def segment_images(paths: list[Path], out_dir: Path, seg: Segmenter, skip_bad: b
             log.warning("skipping %s", e)
             skipped.append(str(e))
             continue
-        stem = path.stem if path.stem not in used else f"{path.stem}_{path.suffix.lstrip('.')}"
-        used.add(stem)
+        stem = unique_stem(path, used)
         mask, pred = seg(rgb)
         _write_png(out_dir / f"{stem}_mask.png", mask)
         if save_overlay:

@@ -29,15 +29,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
 
+from lseg_ros.model.predictor import normalize_image
 from lseg_ros.tools import folds
 from lseg_ros.tools.common import ToolError, cli, load_net, progress
-from lseg_ros.tools.data import (DataError, FolderDataset, TrainTransform, ValTransform, read_class_names,
-                                 read_image, read_mask)
+from lseg_ros.tools.data import FolderDataset, TrainTransform, ValTransform, read_class_names, read_pair
 from lseg_ros.tools.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,10 @@ class TrainOptions:
 class _TorchData(torch.utils.data.Dataset):
     """(image uint8 HWC, mask) pairs -> (normalised CHW float, mask long, class id)."""
 
-    def __init__(self, items, loader, transform, mean, std, ignore_index) -> None:
+    def __init__(self, items, loader, transform, mean, std) -> None:
         self.items, self.loader, self.transform = items, loader, transform
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
-        self.ignore_index = ignore_index
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,8 +79,8 @@ class _TorchData(torch.utils.data.Dataset):
     def __getitem__(self, i):
         image, mask, cls = self.loader(self.items[i])
         image, mask = self.transform(image, mask, i)
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-        return (x - self.mean) / self.std, torch.from_numpy(np.ascontiguousarray(mask)).long(), cls
+        x = normalize_image(image, self.mean, self.std)[0]
+        return x, torch.from_numpy(np.ascontiguousarray(mask)).long(), cls
 
 
 def folder_items(ds: FolderDataset):
@@ -90,14 +89,13 @@ def folder_items(ds: FolderDataset):
     return [(i, -1) for i in range(len(ds))], (lambda it: (*ds.load(it[0]), it[1]))
 
 
-def zero_shot_items_folder(ds: FolderDataset, classes: Sequence[int] | None):
+def zero_shot_items_folder(ds: FolderDataset):
     """Zero-shot items from a folder dataset: one (image, class) per class present in the mask."""
     ds.validate()
     items = []
     for i in range(len(ds)):
         _, mask = ds.load(i)
-        present = [int(c) for c in np.unique(mask) if c != ds.ignore_index]
-        items += [(i, c) for c in present if classes is None or c in classes]
+        items += [(i, int(c)) for c in np.unique(mask) if c != ds.ignore_index]
 
     def load(it):
         image, mask = ds.load(it[0])
@@ -112,48 +110,44 @@ def _binary(mask: np.ndarray, cls: int, ignore: int) -> np.ndarray:
     return out
 
 
-def zero_shot_items_fold(benchmark: str, fold: int, root: Path, splits: Path):
-    """HSNet training split of a fold: its 15 (PASCAL) / 60 (COCO) seen classes."""
+def zero_shot_items_fold(benchmark: str, fold: int, root: Path, splits: Path, ignore_index: int = 255):
+    """HSNet training split of a fold: its 15 (PASCAL) / 60 (COCO) seen classes. Targets are
+    foreground 1 / background 0, PASCAL's boundary pixels set to ``ignore_index`` (§5)."""
     items = folds.read_split(benchmark, fold, "trn", splits)
     allowed = set(folds.fold_classes(benchmark, fold, "trn"))
     bad = [e for e in items if e.class_id not in allowed]
     if bad:
-        raise ToolError(f"split {benchmark} fold {fold} trn lists test classes, e.g. {bad[0]}")
+        raise ToolError(f"{folds.split_path(benchmark, fold, 'trn', splits)}: the training split of "
+                        f"{benchmark} fold {fold} lists test classes, e.g. {bad[0]}")
+    boundary = folds.boundary_value(benchmark)
 
     def load(e):
-        img_path, mask_path = folds.image_and_mask_paths(benchmark, root, e.name)
-        image, mask = read_image(img_path), read_mask(mask_path)
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"{mask_path}: mask size {mask.shape[::-1]} != image {img_path} {image.shape[1::-1]}")
-        return image, folds.binary_target(mask, e.class_id).astype(np.int64), e.class_id
+        image, mask = read_pair(*folds.image_and_mask_paths(benchmark, root, e.name))
+        return image, folds.binary_target(mask, e.class_id, ignore_index, boundary), e.class_id
 
-    return [(e) for e in items], load
+    return items, load
 
 
 # ---- model init ---------------------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Tensors of an init file, by content (safetensors, state dict, Lightning .ckpt), read
+    through the model library's restricted unpickler; ``ToolError`` naming the file."""
+    from lseg_ros.model.checkpoint import CheckpointError, read_state_dict
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "module"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return sd
+    try:
+        return read_state_dict(path)
+    except CheckpointError as e:
+        raise ToolError(str(e)) from None
 
 
 def _load_into(module: torch.nn.Module, sd: dict, what: str, path: Path) -> None:
     """Strict load, checked first (keys and shapes) so a bad file changes nothing."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-             if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        raise ToolError(f"{path}: does not fit the {what}: missing {missing[:6]}, unexpected "
-                        f"{unexpected[:6]}, wrong shapes {wrong[:4]}")
-    module.load_state_dict(sd, strict=True)
+    from lseg_ros.model.checkpoint import CheckpointError, load_strict
+
+    try:
+        load_strict(module, sd, path, what)
+    except CheckpointError as e:
+        raise ToolError(str(e)) from None
 
 
 def load_backbone_weights(net, path: Path) -> None:
@@ -179,12 +173,18 @@ def load_backbone_weights(net, path: Path) -> None:
     log.info("backbone initialised from %s", path)
 
 
+_TEXT_PREFIXES = ("net.clip_pretrained.", "clip_pretrained.", "text.tower.")
+
+
 def load_text_weights(net, path: Path) -> None:
-    """CLIP ViT-B/32 weights (OpenAI / open_clip ``ViT-B-32-quickgelu`` names) for the text tower."""
+    """CLIP ViT-B/32 weights (OpenAI / open_clip ``ViT-B-32-quickgelu`` names) for the text tower;
+    from a whole LSeg checkpoint (released .ckpt, own file) only its CLIP part is taken."""
     sd = _read_state_dict(path)
-    sd = {k.removeprefix("net.clip_pretrained.").removeprefix("clip_pretrained."): v.float()
-          for k, v in sd.items()}
-    sd = {k: v for k, v in sd.items() if not k.startswith("visual.") and k != "logit_scale"}
+    for prefix in _TEXT_PREFIXES:
+        if any(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            break
+    sd = {k: v.float() for k, v in sd.items() if not k.startswith("visual.") and k != "logit_scale"}
     _load_into(net.text.tower, sd, "CLIP text tower", path)
     log.info("text tower initialised from %s", path)
 
@@ -225,9 +225,8 @@ def param_groups(net, lr: float, head_mult: float) -> list[dict]:
 # ---- the loop -----------------------------------------------------------------------------
 class Trainer:
     def __init__(self, net, train_data, opts: TrainOptions, output: Path, device: str = "cpu",
-                 val_data=None, workers: int = 0, label_texts: Sequence[str] | None = None,
-                 inputs: dict | None = None) -> None:
-        from lseg_ros.model import Predictor
+                 val_data=None, workers: int = 0, inputs: dict | None = None) -> None:
+        from lseg_ros.model.text import encode_label_set
 
         self.net, self.opts, self.output = net, opts, Path(output)
         self.device = torch.device(device)
@@ -236,11 +235,12 @@ class Trainer:
         if opts.amp != "off" and self.device.type != "cuda":
             raise ToolError(f"--amp {opts.amp} needs a CUDA device (got {device})")
         # Encode the label texts once (frozen text encoder); "a|b" alternatives are averaged.
-        texts = list(label_texts or opts.class_names)
+        texts = list(opts.class_names)
         if opts.zero_shot:
             texts = ["others"] + texts
-        self.text = Predictor(net, device=self.device).encode_labels(texts).embeddings.to(self.device)
         self.net.to(self.device)
+        with torch.no_grad():
+            self.text = encode_label_set(net.text, texts).embeddings.to(self.device)
         lr = opts.base_lr / 16 * opts.batch_size
         self.optimizer = torch.optim.SGD(param_groups(net, lr, opts.head_lr_mult), lr=lr,
                                          momentum=opts.momentum, weight_decay=opts.weight_decay)
@@ -274,8 +274,10 @@ class Trainer:
         (self.output / "history.json").write_text(json.dumps(self.history, indent=1))
         plot_curves(self.history, self.output / "curves.png")
 
-    def resume(self, state_path: Path) -> None:
-        from lseg_ros.model import LSegNet
+    def resume(self, state_path: Path, load_weights: bool = True) -> None:
+        """Continue from a run folder (or its last.state.pt). ``load_weights=False`` when the
+        network was already built from that run's last.safetensors (as the CLI does)."""
+        from lseg_ros.model import CheckpointError, LSegNet
 
         state_path = Path(state_path)
         if state_path.is_dir():
@@ -284,9 +286,7 @@ class Trainer:
         if not state_path.is_file() or not weights.is_file():
             raise ToolError(f"{state_path}: no training state to resume (needs last.state.pt and "
                             "last.safetensors from an earlier run)")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
-            raise ToolError(f"{state_path}: state version {state.get('version')} != {STATE_VERSION}")
+        state = read_state(state_path)
         saved, now = state["options"], asdict(self.opts)
         differ = {k: (saved.get(k), v) for k, v in now.items() if k != "epochs" and saved.get(k) != v}
         if differ:
@@ -294,14 +294,19 @@ class Trainer:
         if saved["epochs"] != now["epochs"]:
             raise ToolError(f"{state_path}: the run was planned for {saved['epochs']} epochs (the poly "
                             f"schedule depends on it); resume with --epochs {saved['epochs']}")
-        net = LSegNet.from_checkpoint(weights)
-        self.net.load_state_dict(net.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch, self.iteration = state["epoch"], state["iteration"]
-        self.best, self.history = state["best"], json.loads(state["history"])
+        try:
+            if load_weights:
+                self.net.load_state_dict(LSegNet.from_checkpoint(weights).state_dict())
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
+            self.best, self.history = float(state["best"]), json.loads(state["history"])
+        except CheckpointError as e:
+            raise ToolError(str(e)) from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ToolError(f"{state_path}: damaged training state ({type(e).__name__}: {e})") from None
         log.info("resumed from %s: epoch %d, iteration %d", state_path, self.epoch, self.iteration)
 
     # -- steps -----------------------------------------------------------------------------
@@ -311,13 +316,12 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.float16 if self.opts.amp == "fp16" else torch.bfloat16)
 
     def _logits(self, x, cls):
-        logits = self.net(x, self.text)
         if self.opts.zero_shot:
-            # per sample ['others', c]: the labels' logits are independent (no spatial block in
-            # the zero-shot model, §1.6), so one pass over all texts and a gather is exact.
-            idx = torch.stack([torch.zeros_like(cls), cls + 1], 1).to(logits.device)
-            logits = logits.gather(1, idx[:, :, None, None].expand(-1, -1, *logits.shape[2:]))
-        return logits
+            # per sample exactly the labels ['others', c] (§1.6): a (B, 2, D) text batch, so a
+            # spatial block (which mixes labels) sees what the reference's forward would.
+            idx = torch.stack([torch.zeros_like(cls), cls + 1], 1).to(self.text.device)
+            return self.net(x, self.text[idx])
+        return self.net(x, self.text)
 
     def _num_classes(self) -> int:
         return 2 if self.opts.zero_shot else len(self.opts.class_names)
@@ -427,10 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-w", "--weights", type=Path, help="released .ckpt or own .safetensors to start from")
     g.add_argument("--config", help="named architecture with random init (vitl16, rn101, tiny_vit, tiny_resnet)")
     g.add_argument("--backbone-weights", type=Path, help="ImageNet backbone weights (timm ViT / torchvision ResNet)")
-    g.add_argument("--text-weights", type=Path, help="CLIP ViT-B/32 weights for the (frozen) text tower")
-    g = p.add_argument_group("optimisation (defaults: the reference's)")
+    g.add_argument("--text-weights", type=Path,
+                   help="CLIP ViT-B/32 weights for the (frozen) text tower: a state dict (open_clip "
+                        "ViT-B-32-quickgelu, safetensors or torch file; not OpenAI's TorchScript .pt) "
+                        "or a released LSeg .ckpt / own .safetensors (its CLIP part)")
+    g = p.add_argument_group("optimisation (lr, its split, decay, crop: the reference's defaults; epochs and "
+                             "batch are for fine-tuning, the reference ran 240 epochs at batch 1x2 accumulated)")
     g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--batch-size", type=int, default=4, help="the reference's commented-out variant uses 4")
     g.add_argument("--base-lr", type=float, default=0.004, help="lr = base_lr/16*batch; head x10")
     g.add_argument("--head-lr-mult", type=float, default=10.0)
     g.add_argument("--weight-decay", type=float, default=1e-4)
@@ -454,12 +462,33 @@ _PATH_INPUTS = ("data", "val_data", "classes", "splits")
 _INPUTS = _PATH_INPUTS + ("benchmark", "fold", "device")
 
 
+_STATE_KEYS = ("version", "options", "epoch", "iteration", "best", "history", "optimizer", "scheduler",
+               "scaler", "torch_rng")
+
+
+def read_state(state_path: Path) -> dict:
+    """A run's last.state.pt, checked; ``ToolError`` naming the file if unreadable or damaged."""
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated/corrupt/foreign: RuntimeError, UnpicklingError, EOFError...
+        raise ToolError(f"{state_path}: cannot read the training state ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise ToolError(f"{state_path}: not a training state (holds a {type(state).__name__})")
+    if state.get("version") != STATE_VERSION:
+        raise ToolError(f"{state_path}: state version {state.get('version')} != {STATE_VERSION}")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing or not isinstance(state["options"], dict):
+        raise ToolError(f"{state_path}: damaged training state (missing {missing or ['options']})")
+    return state
+
+
 def _resolve_resume(args) -> None:
-    """``--resume DIR`` alone: take the options and output folder from the saved state."""
+    """``--resume DIR`` alone: take the options and output folder from the saved state; the
+    network is built from the run's last.safetensors (once: Trainer.resume does not reload it)."""
     state_path = args.resume / "last.state.pt" if args.resume.is_dir() else args.resume
     if not state_path.is_file():
         raise ToolError(f"{state_path}: no training state to resume")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = read_state(state_path)
     saved = state["options"]
     args.output = args.output or state_path.parent
     for k, v in json.loads(state.get("inputs", "{}")).items():
@@ -467,10 +496,14 @@ def _resolve_resume(args) -> None:
             setattr(args, k, Path(v) if k in _PATH_INPUTS else v)
     for k in ("epochs", "batch_size", "base_lr", "head_lr_mult", "weight_decay", "crop_size",
               "ignore_index", "seed", "amp", "zero_shot"):
-        if getattr(args, k) == build_parser().get_default(k):
+        if getattr(args, k) == build_parser().get_default(k) and k in saved:
             setattr(args, k, saved[k])
-    if args.weights is None and args.config is None:
-        args.weights = state_path.with_name("last.safetensors")
+    for k in ("weights", "config", "backbone_weights", "text_weights"):
+        if getattr(args, k) is not None:
+            log.warning("--resume continues from %s: --%s ignored", state_path.with_name("last.safetensors"),
+                        k.replace("_", "-"))
+        setattr(args, k, None)
+    args.weights = state_path.with_name("last.safetensors")
 
 
 @cli
@@ -493,22 +526,22 @@ def _run(args) -> int:
         if args.splits is None:
             raise ToolError("--benchmark needs --splits (HSNet data/splits)")
         names = list(folds.class_names(args.benchmark))
-        items, loader = zero_shot_items_fold(args.benchmark, args.fold or 0, args.data, args.splits)
-        class_ids = None
+        items, loader = zero_shot_items_fold(args.benchmark, args.fold or 0, args.data, args.splits,
+                                             args.ignore_index)
     else:
         ds = FolderDataset(args.data, read_class_names(args.classes) if args.classes else None,
                            args.ignore_index, skip_bad=args.skip_bad)
         names = ds.class_names
-        items, loader = (zero_shot_items_folder(ds, None) if args.zero_shot else folder_items(ds))
+        items, loader = zero_shot_items_folder(ds) if args.zero_shot else folder_items(ds)
         if ds.skipped:
             print(f"skipped {len(ds.skipped)} bad sample(s) of {args.data}")
-    train = _TorchData(items, loader, transform, mean, std, args.ignore_index)
+    train = _TorchData(items, loader, transform, mean, std)
     val = None
     if args.val_data:
         vds = FolderDataset(args.val_data, names if not args.benchmark else None, args.ignore_index,
                             skip_bad=args.skip_bad)
-        vitems, vload = zero_shot_items_folder(vds, None) if args.zero_shot else folder_items(vds)
-        val = _TorchData(vitems, vload, ValTransform(args.crop_size), mean, std, args.ignore_index)
+        vitems, vload = zero_shot_items_folder(vds) if args.zero_shot else folder_items(vds)
+        val = _TorchData(vitems, vload, ValTransform(args.crop_size), mean, std)
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, base_lr=args.base_lr,
                         head_lr_mult=args.head_lr_mult, weight_decay=args.weight_decay, crop_size=args.crop_size,
                         ignore_index=args.ignore_index, seed=args.seed, amp=args.amp, zero_shot=args.zero_shot,
@@ -517,7 +550,7 @@ def _run(args) -> int:
                   else getattr(args, k)) for k in _INPUTS}
     trainer = Trainer(net, train, opts, args.output, args.device, val, args.workers, inputs=inputs)
     if args.resume:
-        trainer.resume(args.resume)
+        trainer.resume(args.resume, load_weights=False)   # build_model loaded its last.safetensors
     elif (args.output / "last.state.pt").exists():
         raise ToolError(f"{args.output} holds a run already: --resume {args.output}, or choose a new folder")
     trainer.fit()
