@@ -179,6 +179,23 @@ def encode_image(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool,
 
 # ---- palettes, masks, overlays ------------------------------------------------------------------
 
+def unlabeled_id(num_labels: int) -> int:
+    """The mask value meaning "unlabeled" (vision_msgs convention): 255 for mono8 masks, which hold
+    up to 254 labels besides it, else 65535 (mono16)."""
+    return 255 if num_labels <= 254 else 65535
+
+
+def class_mask(mask: np.ndarray, confidence: np.ndarray, num_labels: int,
+               min_confidence: float = 0.0) -> Tuple[np.ndarray, str]:
+    """Class ids as published: uint8 ("mono8") or uint16 ("mono16") by label count, pixels whose
+    winning probability is below min_confidence set to unlabeled_id(num_labels)."""
+    unlabeled = unlabeled_id(num_labels)
+    out = mask.astype(np.uint8 if unlabeled == 255 else np.uint16)
+    if min_confidence > 0:
+        out[confidence < min_confidence] = unlabeled
+    return out, "mono8" if unlabeled == 255 else "mono16"
+
+
 def _voc(n: int) -> np.ndarray:
     """PASCAL VOC's bit-interleaved colour map, starting at its entry 1 (entry 0 is black)."""
     out = np.zeros((n, 3), np.uint8)

@@ -100,7 +100,7 @@ class ActiveLabels:
 
     @property
     def unlabeled_id(self) -> int:
-        return 255 if len(self.names) <= 254 else 65535
+        return imaging.unlabeled_id(len(self.names))
 
 
 class Stats:
@@ -485,11 +485,9 @@ class LSegNode(Node):
 
     def _publish(self, header, image, order, pred, active: ActiveLabels, heat, cfg: Dict[str, Any]) -> None:
         unlabeled = active.unlabeled_id
-        mask = pred.mask.astype(np.uint8 if unlabeled == 255 else np.uint16)
-        if cfg["min_confidence"] > 0:
-            mask[pred.confidence < cfg["min_confidence"]] = unlabeled
+        mask, mono = imaging.class_mask(pred.mask, pred.confidence, len(active.names), cfg["min_confidence"])
         if self._pub_mask.get_subscription_count() > 0:
-            self._pub_mask.publish(image_msg(header, mask, "mono8" if unlabeled == 255 else "mono16"))
+            self._pub_mask.publish(image_msg(header, mask, mono))
         if self._pub_overlay.get_subscription_count() > 0:
             rgb = image if order == "rgb" else image[:, :, ::-1]
             vis = imaging.overlay(rgb, mask, active.colors, active.names if cfg["overlay_legend"] else None,

@@ -41,14 +41,11 @@ class Segmenter:
         self.banner = banner
         self.colors = imaging.palette(num_labels)
         self.min_confidence = float(min_confidence)
-        self.unlabeled = 255 if num_labels < 255 else 65535
-        self.mask_dtype = np.uint8 if num_labels < 255 else np.uint16
+        self.unlabeled = imaging.unlabeled_id(num_labels)
 
     def __call__(self, rgb: np.ndarray):
         pred = self.predict(rgb)
-        mask = pred.mask.astype(self.mask_dtype)
-        if self.min_confidence > 0:
-            mask[pred.confidence < self.min_confidence] = self.unlabeled
+        mask, _ = imaging.class_mask(pred.mask, pred.confidence, self.num_labels, self.min_confidence)
         return mask, pred
 
     def overlay(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -228,7 +225,7 @@ def segment_bag(src: Path, dst: Path, topics: list[str] | None, seg: Segmenter,
                                                  typestore=store))
             total = sum(by_topic[t].msgcount for t in topics)
             counts = {t: 0 for t in topics}
-            mono = "mono8" if seg.mask_dtype == np.uint8 else "mono16"
+            mono = "mono8" if seg.unlabeled == 255 else "mono16"
             with progress(total=total, desc="frames", unit="frame") as bar:
                 for conn, stamp, raw in reader.messages():
                     writer.write(conn_map[conn.id], stamp, raw)
