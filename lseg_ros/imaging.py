@@ -21,6 +21,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .image_header import HeaderError, read_header
+
 try:  # OpenCV is needed for compressed input, yuv422 and the overlay legend; the rest is numpy.
     import cv2
 except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
@@ -28,6 +30,7 @@ except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
 
 __all__ = [
     "ImageError", "SUPPORTED_ENCODINGS", "decode_image", "decode_compressed", "encode_image",
+    "DEFAULT_MAX_SIDE", "network_size",
     "palette", "PALETTES", "colorize", "overlay", "draw_legend",
 ]
 
@@ -128,8 +131,11 @@ def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian
 def decode_compressed(fmt: str, data: Buffer, max_pixels: Optional[int] = None) -> Tuple[np.ndarray, str]:
     """sensor_msgs/CompressedImage (format, data) -> (HxWx3 uint8 image, channel order).
 
-    JPEG and PNG (any format OpenCV decodes) are accepted; 'compressedDepth' (the depth plugin's
-    PNG with a header) is refused. 16-bit PNGs are reduced like decode_image does.
+    PNG, JPEG, WebP and BMP are accepted (told apart by their bytes, not by `fmt`); 'compressedDepth'
+    (the depth plugin's PNG with a header) and other formats are refused. The size is read from the
+    header (lseg_ros.image_header) and checked against max_pixels BEFORE cv2.imdecode runs: a
+    decompression bomb is refused in microseconds, without allocating its pixels. 16-bit PNGs are
+    reduced like decode_image does.
     """
     if cv2 is None:
         raise ImageError("compressed input needs OpenCV (opencv-python-headless)")
@@ -139,11 +145,20 @@ def decode_compressed(fmt: str, data: Buffer, max_pixels: Optional[int] = None) 
     if buf.size == 0:
         raise ImageError(f"compressed image is empty (format {fmt!r})")
     try:
+        head = read_header(buf)
+    except HeaderError as e:
+        raise ImageError(f"corrupt or unsupported compressed image: {e} (format {fmt!r}, {buf.size} bytes)") from None
+    if max_pixels and head.pixels > max_pixels:
+        raise ImageError(f"image too large: {head.format} header says {head.width}x{head.height} = {head.pixels} "
+                         f"pixels, exceeds max_image_pixels={max_pixels} (refused before decoding; "
+                         f"{buf.size} bytes, format {fmt!r})")
+    try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
         raise ImageError(f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes): {e}") from None
     if img is None or img.size == 0:
-        raise ImageError(f"corrupt or unsupported compressed image (format {fmt!r}, {buf.size} bytes)")
+        raise ImageError(f"corrupt or unsupported compressed image ({head.format} {head.width}x{head.height}, "
+                         f"format {fmt!r}, {buf.size} bytes)")
     h, w = img.shape[:2]
     if max_pixels and h * w > max_pixels:
         raise ImageError(f"image too large: {w}x{h} = {h * w} pixels exceeds max_image_pixels={max_pixels}")
@@ -156,6 +171,26 @@ def decode_compressed(fmt: str, data: Buffer, max_pixels: Optional[int] = None) 
     if img.shape[2] == 4:
         img = img[:, :, :3]
     return img, "bgr"  # OpenCV decodes colour to BGR
+
+
+# Live processing bounds the network input: the work and memory of a frame grow with its pixels
+# (ViT attention faster still), so one legal 4096x4096 frame would take minutes on a CPU. 1280 keeps
+# 720p at full resolution and shrinks 1080p by 1.5; outputs stay at the input's resolution.
+DEFAULT_MAX_SIDE = 1280
+
+
+def network_size(height: int, width: int, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[int, int]:
+    """(height, width) the network sees for a height x width frame: the long side shrunk to max_side
+    (aspect kept, rounded as Predictor does: each side at least 1); max_side 0 = no bound."""
+    height, width, max_side = int(height), int(width), int(max_side)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0 (0 = no bound), got {max_side}")
+    if max_side == 0 or max(height, width) <= max_side:
+        return height, width
+    s = max_side / max(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
 
 
 def encode_image(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool, bytes]:

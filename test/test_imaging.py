@@ -1,5 +1,6 @@
 """lseg_ros.imaging without ROS: sensor_msgs encodings <-> numpy, compressed input, palettes, overlays."""
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -7,6 +8,8 @@ import pytest
 
 from lseg_ros import imaging
 from lseg_ros.imaging import ImageError, decode_compressed, decode_image, encode_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +170,164 @@ def test_colorize_and_overlay_with_legend(rgb):
     imaging.overlay(big, bmask, imaging.palette(30), names)
     with pytest.raises(ValueError, match="mask shape"):
         imaging.overlay(big, mask, colors)
+
+
+# ---- compressed headers: the pixel limit before decoding ------------------------------------------
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    import struct
+    import zlib
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit grey PNG of zeros: ~110 KB for 30000x30000, 900 MB once decoded to 8 bit."""
+    import struct
+    import zlib
+    row, z = b"\x00" + bytes((width + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _encoded(rgb, ext, *params):
+    ok, buf = cv2.imencode(ext, rgb[:, :, ::-1], list(params))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("ext, params, fmt", [
+    (".png", (), "PNG"), (".jpg", (), "JPEG"), (".jpg", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1), "JPEG"),
+    (".webp", (cv2.IMWRITE_WEBP_QUALITY, 80), "WebP"), (".webp", (cv2.IMWRITE_WEBP_QUALITY, 101), "WebP"),
+    (".bmp", (), "BMP"),
+])
+def test_header_size_is_the_decoded_size(rgb, ext, params, fmt):
+    from lseg_ros.image_header import read_header
+    data = _encoded(rgb, ext, *params)
+    head = read_header(data)
+    assert (head.format, head.width, head.height) == (fmt, 64, 48)
+    img, _ = decode_compressed("whatever", data, max_pixels=64 * 48)  # exactly at the limit: accepted
+    assert img.shape == (48, 64, 3)
+    with pytest.raises(ImageError, match=rf"too large: {fmt} header says 64x48 = 3072 pixels, exceeds "
+                                         r"max_image_pixels=3071 \(refused before decoding"):
+        decode_compressed("whatever", data, max_pixels=64 * 48 - 1)
+
+
+def test_grey_and_16bit_png_headers():
+    from lseg_ros.image_header import read_header
+    ok, grey = cv2.imencode(".png", np.zeros((5, 7), np.uint8))
+    ok, deep = cv2.imencode(".png", np.zeros((5, 7, 3), np.uint16))
+    assert read_header(grey.tobytes())[1:] == (7, 5, 1, 8)
+    assert read_header(deep.tobytes())[1:] == (7, 5, 3, 16)
+
+
+def test_png_bomb_is_refused_from_its_header_without_decoding():
+    """30000x30000 (900 Mpixel) PNG of ~110 KB: refused from the IHDR; the subprocess's peak RSS shows
+    no decode happened (decoding it takes ~1.7 GB)."""
+    import json
+    import subprocess
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(ROOT / 'test')!r})
+from test_imaging import png_bomb
+from lseg_ros.imaging import ImageError, decode_compressed
+data = png_bomb(30000, 30000)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+try:
+    decode_compressed("png", data, max_pixels=4096 * 4096)
+    msg = None
+except ImageError as e:
+    msg = str(e)
+print(json.dumps(dict(msg=msg, s=time.perf_counter() - t0, size=len(data),
+                      grew_mb=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["size"] < 200_000
+    assert res["msg"] and "PNG header says 30000x30000 = 900000000 pixels" in res["msg"], res
+    assert "max_image_pixels=16777216" in res["msg"] and "refused before decoding" in res["msg"]
+    assert res["grew_mb"] < 50, f"peak RSS grew {res['grew_mb']:.0f} MB: the bomb was decoded ({res})"
+
+
+def _jpeg_sof(width: int, height: int, comps: int = 3) -> bytes:
+    import struct
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    return b"\xff\xd8" + app0 + b"\xff\xc0" + struct.pack(">HBHHB", 8 + 3 * comps, 8, height, width, comps) + \
+        b"\x01\x22\x00" * comps
+
+
+def _png_head(width=64, height=48, depth=8, color=2, kind=b"IHDR", length=13):
+    import struct
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", length) + kind + struct.pack(">IIBBBBB", width, height, depth,
+                                                                               color, 0, 0, 0) + bytes(4)
+
+
+BAD_HEADERS = {
+    "png_cut_in_ihdr": (lambda rgb: _encoded(rgb, ".png")[:20], "truncated PNG header: 20 bytes"),
+    "png_first_chunk_not_ihdr": (lambda rgb: _png_head(kind=b"IDAT") + bytes(100), "first chunk is b'IDAT'"),
+    "png_ihdr_bad_length": (lambda rgb: _png_head(length=12) + bytes(100), "not IHDR of 13"),
+    "png_zero_width": (lambda rgb: _png_head(width=0) + bytes(100), "corrupt PNG header: size 0x48"),
+    "png_bad_depth": (lambda rgb: _png_head(depth=3) + bytes(100), "bit depth 3 with colour type 2"),
+    "png_bad_colour_type": (lambda rgb: _png_head(color=5) + bytes(100), "colour type 5"),
+    "png_header_only": (lambda rgb: _png_head(), "corrupt or unsupported compressed image (PNG 64x48"),
+    "jpeg_cut_before_sof": (lambda rgb: _encoded(rgb, ".jpg")[:12], "truncated JPEG header"),
+    "jpeg_sof_cut": (lambda rgb: _jpeg_sof(64, 48)[:26], "start-of-frame at offset 20 cut off"),
+    "jpeg_scan_before_sof": (lambda rgb: b"\xff\xd8\xff\xda\x00\x08" + bytes(200), "start-of-scan at offset 2"),
+    "jpeg_eoi_first": (lambda rgb: b"\xff\xd8\xff\xd9" + bytes(50), "end-of-image at offset 2"),
+    "jpeg_not_a_marker": (lambda rgb: b"\xff\xd8\xff\xe0\x00\x04ab\x12\x34" + bytes(50), "byte 0x12 at offset 8"),
+    "jpeg_bad_segment_length": (lambda rgb: b"\xff\xd8\xff\xe1\x00\x01" + bytes(50), "has length 1"),
+    "jpeg_height_zero_dnl": (lambda rgb: _jpeg_sof(64, 0) + bytes(50), "size 64x0"),
+    "jpeg_two_components": (lambda rgb: _jpeg_sof(64, 48, comps=2) + bytes(50), "2 components"),
+    "jpeg_corrupt_after_sof": (lambda rgb: _jpeg_sof(64, 48) + b"\xff\xda" + bytes(300),
+                               "corrupt or unsupported compressed image (JPEG 64x48"),
+    "webp_cut": (lambda rgb: _encoded(rgb, ".webp")[:20], "truncated WebP header"),
+    "webp_unknown_chunk": (lambda rgb: b"RIFF\x00\x01\x00\x00WEBPALPH" + bytes(40), "b'ALPH' is none of"),
+    "bmp_cut": (lambda rgb: _encoded(rgb, ".bmp")[:20], "truncated BMP header"),
+    "gif": (lambda rgb: b"GIF89a" + bytes(100), "not a PNG, JPEG, WebP or BMP image (starts with b'GIF89a"),
+    "tiff": (lambda rgb: b"II*\x00" + bytes(100), "not a PNG, JPEG, WebP or BMP image"),
+    "three_bytes": (lambda rgb: b"\xff\xd8\xff", "truncated JPEG header"),
+    "two_bytes": (lambda rgb: b"\x89P", "truncated compressed image: 2 bytes"),
+    "text": (lambda rgb: b"hello world, not an image", "not a PNG, JPEG, WebP or BMP image"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_HEADERS))
+def test_truncated_and_corrupt_headers_are_refused_clearly(rgb, kind):
+    make, words = BAD_HEADERS[kind]
+    with pytest.raises(ImageError) as e:
+        decode_compressed("png", make(rgb), max_pixels=4096 * 4096)
+    assert words in str(e.value)
+    assert str(e.value).startswith("corrupt or unsupported compressed image")
+
+
+def test_huge_jpeg_claim_is_refused_before_decoding():
+    data = _jpeg_sof(60000, 50000) + bytes(100)  # header of a 3 Gpixel JPEG, then nothing
+    with pytest.raises(ImageError, match="JPEG header says 60000x50000 = 3000000000 pixels, exceeds "
+                                         "max_image_pixels=16777216"):
+        decode_compressed("jpeg", data, max_pixels=4096 * 4096)
+
+
+# ---- network input size ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hw, max_side, want", [
+    ((480, 640), 1280, (480, 640)),  # under the bound: unchanged
+    ((720, 1280), 1280, (720, 1280)),  # exactly at it
+    ((1080, 1920), 1280, (720, 1280)),
+    ((4096, 4096), 1280, (1280, 1280)),
+    ((2048, 100), 1280, (1280, 62)),  # portrait: the long side is the height
+    ((1, 5000), 1280, (1, 1280)),  # never below 1 pixel
+    ((4096, 4096), 0, (4096, 4096)),  # 0 = no bound
+])
+def test_network_size(hw, max_side, want):
+    assert imaging.network_size(*hw, max_side) == want
+
+
+def test_network_size_default_and_bad_arguments():
+    assert imaging.DEFAULT_MAX_SIDE == 1280 and imaging.network_size(2160, 3840) == (720, 1280)
+    with pytest.raises(ValueError, match="positive"):
+        imaging.network_size(0, 10, 1280)
+    with pytest.raises(ValueError, match="max_side must be >= 0"):
+        imaging.network_size(10, 10, -1)
+
