@@ -11,7 +11,8 @@ import torch  # noqa: E402
 
 import synthetic_ckpt  # noqa: E402
 from lseg_ros.model import CheckpointError, LSegConfig, LSegNet, UnsafeCheckpointError, save_own  # noqa: E402
-from lseg_ros.model.checkpoint import convert_checkpoint, read_metadata  # noqa: E402
+from lseg_ros.model import convert_checkpoint  # noqa: E402
+from lseg_ros.model.checkpoint import read_metadata  # noqa: E402
 
 LABELS = ["dog", "grass", "other"]
 

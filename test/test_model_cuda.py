@@ -1,8 +1,10 @@
-"""CUDA paths of the predictor: device placement and fp16/bf16 autocast against fp32.
+"""CUDA paths of the predictor: device placement, fp16/bf16 weights against fp32, CUDA graphs.
 
 These run only where CUDA is present (the project's GPU check machine, a robot's GPU); on the
 CPU-only CI they are skipped with that reason.
 """
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -19,10 +21,12 @@ def net():
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_autocast_matches_fp32_on_cuda(net, precision):
+def test_low_precision_matches_fp32_on_cuda(net, precision):
     image = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     ref = Predictor(net, device="cuda", precision="fp32")
-    low = Predictor(net, device="cuda", precision=precision)
+    low = Predictor(copy.deepcopy(net), device="cuda", precision=precision)  # converts its net in place
+    assert next(low.net.pretrained.parameters()).dtype == (torch.float16 if precision == "fp16" else torch.bfloat16)
+    assert next(low.net.text.parameters()).dtype == torch.float32
     labels = ref.encode_labels(["floor", "wall", "person", "other"])
     a = ref.logits(image, labels)
     b = low.logits(image, labels)
@@ -32,3 +36,22 @@ def test_autocast_matches_fp32_on_cuda(net, precision):
     out = low.predict(image, labels)
     assert out.mask.shape == (240, 320) and out.confidence.dtype == np.float32
     assert ((a.argmax(0) == b.argmax(0)).float().mean().item()) > 0.95
+
+
+def test_auto_is_fp16_on_cuda(net):
+    assert Predictor(copy.deepcopy(net), device="cuda").precision == "fp16"
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graphs_equal_eager(net, compile):
+    images = [np.random.default_rng(i).integers(0, 256, (200 + 40 * i, 300, 3), dtype=np.uint8) for i in range(3)]
+    eager = Predictor(net, device="cuda", precision="fp32", input_size=(320, 320))
+    fast = Predictor(copy.deepcopy(net), device="cuda", precision="fp32", input_size=(320, 320),
+                     cuda_graphs=True, compile=compile)
+    fast.warmup(batch_sizes=(1, 3))
+    labels = eager.encode_labels(["floor", "wall", "person", "other"])
+    for batch in (images, images[:1], images):  # replays, including a batch size seen before
+        for a, b in zip(eager.predict_batch(batch, labels), fast.predict_batch(batch, labels)):
+            assert (a.mask == b.mask).mean() > 0.999
+            np.testing.assert_allclose(a.confidence, b.confidence, atol=2e-3)
+    assert len(fast.image_path.runner) == 2  # one graph per batch shape

@@ -14,13 +14,13 @@ from lseg_ros.model import LabelSet, LSegConfig, LSegNet, Prediction, Predictor 
 @pytest.fixture(scope="module", params=["tiny_vit", "tiny_resnet"])
 def pred(request):
     torch.manual_seed(0)
-    return Predictor(LSegNet.from_config(getattr(LSegConfig, request.param)()))
+    return Predictor(LSegNet.from_config(getattr(LSegConfig, request.param)()), precision="fp32")
 
 
 def _check(out, labels, h, w):
     n = len(labels)
     assert isinstance(out, Prediction) and out.labels is labels
-    assert out.mask.shape == (h, w) and out.mask.dtype == np.int32
+    assert out.mask.shape == (h, w) and out.mask.dtype == np.uint8  # <= 256 labels
     assert out.mask.min() >= 0 and out.mask.max() < n
     assert out.confidence.shape == (h, w) and out.confidence.dtype == np.float32
     assert (out.confidence >= 1.0 / n - 1e-6).all() and (out.confidence <= 1.0 + 1e-6).all()
@@ -66,7 +66,7 @@ def test_padding_is_black_after_normalisation(pred):
 
 
 def test_max_side_keeps_resolution(pred):
-    p = Predictor(pred.net, max_side=96)
+    p = Predictor(pred.net, precision="fp32", max_side=96)
     img = np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)
     labels = p.encode_labels(["a", "b"])
     _check(p.predict(img, labels), labels, 150, 200)
@@ -126,6 +126,15 @@ def test_bad_options(pred):
         Predictor(pred.net, precision="fp16")
     with pytest.raises(ValueError, match="precision"):
         Predictor(pred.net, precision="int8")
+    with pytest.raises(ValueError, match="input_size"):
+        Predictor(pred.net, precision="fp32", input_size=(100, 64))
+    img = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="want_probs"):
+        pred.predict(img, ["a", "b"], want_probs=[2])
+    with pytest.raises(ValueError, match="features_stride"):
+        pred.predict(img, ["a"], features_stride=0)
+    with pytest.raises(ValueError, match="2 channel orders for 1 images"):
+        pred.predict_batch([img], ["a"], channel_orders=["rgb", "bgr"])
 
 
 def test_reference_protocol(pred):

@@ -2,9 +2,9 @@
 
 See docs/design.md for the contract; /work docs: lseg-reference.md for the model itself.
 """
-from .checkpoint import CheckpointError, UnsafeCheckpointError, convert_checkpoint, load_checkpoint, save_own
+from .checkpoint import CheckpointError, UnsafeCheckpointError, save_own
 from .config import LSegConfig
-from .lseg import LSegNet
+from .lseg import LSegNet, convert_checkpoint, load_checkpoint
 from .predictor import Prediction, Predictor
 from .text import LabelSet
 

@@ -10,6 +10,9 @@ out as fresh wrappers and BUILD (set state) is refused on anything but container
 so a file cannot change this process's objects (e.g. a rebuild function's `__defaults__`).
 TorchScript archives are refused: torch.load would run their code.
 
+This module does not import the network: the loaders take the class to build (`build`), which
+`LSegNet.from_checkpoint` passes, so lseg.py -> checkpoint.py is the only direction.
+
 The own format is a safetensors file (no pickle at all) with the `LSegConfig` as JSON in
 its metadata. Formats are recognised by their first bytes, not by file extension.
 """
@@ -22,12 +25,17 @@ import pickle
 import struct
 import types
 import zipfile
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 import torch
 
 from .config import LSegConfig
-from .lseg import LSegNet, resolve_device
+from .devices import resolve_device
+
+if TYPE_CHECKING:  # the network module imports this one (from_checkpoint), never the reverse
+    from .lseg import LSegNet
+
+Builder = Callable[[LSegConfig], "LSegNet"]
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +320,10 @@ def load_strict(module: torch.nn.Module, sd: Dict[str, torch.Tensor], path, what
     module.load_state_dict(sd, strict=True)
 
 
-def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor]) -> LSegNet:
+def _build_and_load(path: str, config: LSegConfig, sd: Dict[str, torch.Tensor], build: Builder) -> "LSegNet":
     # Build on the meta device: no time spent on random init of ~400M parameters.
     with torch.device("meta"):
-        net = LSegNet(config)
+        net = build(config)
     check_state_dict(net.state_dict(), sd, path, f"{config.backbone} model")
     net.load_state_dict(sd, strict=True, assign=True)
     # Non-persistent buffers are not in any checkpoint: recreate them on the CPU.
@@ -339,27 +347,27 @@ def _resolve_arch(path: str, stored: LSegConfig, spatial_block, block_depth, act
     raise CheckpointError(f"{path!r} records spatial_block/block_depth/activation = {have}, but {asked} was asked")
 
 
-def load_checkpoint(path, spatial_block: Optional[str] = None, block_depth: int = 0, activation: str = "lrelu",
-                    device="cpu", config: Optional[LSegConfig] = None) -> LSegNet:
-    """See `LSegNet.from_checkpoint`."""
+def load_checkpoint(path, build: Builder, spatial_block: Optional[str] = None, block_depth: int = 0,
+                    activation: str = "lrelu", device="cpu", config: Optional[LSegConfig] = None) -> "LSegNet":
+    """See `LSegNet.from_checkpoint` (which passes itself as `build`)."""
     path = os.fspath(path)
     device = resolve_device(device)
     kind = sniff(path)
     if kind == "safetensors":
-        net = load_own(path, spatial_block, block_depth, activation)
+        net = load_own(path, build, spatial_block, block_depth, activation)
     else:
         obj = _read_torch(path, kind)
         cfg, sd = _released_state_dict(path, obj)
         cfg = config or cfg
         cfg = cfg.replace(spatial_block=spatial_block, block_depth=block_depth, activation=activation)
-        net = _build_and_load(path, cfg, sd)
+        net = _build_and_load(path, cfg, sd, build)
     log.info("loaded %s checkpoint %s (%s backbone)", kind, path, net.config.backbone)
     return net.to(device).eval()
 
 
 # ---- own format ------------------------------------------------------------------------
 
-def save_own(net: LSegNet, path) -> str:
+def save_own(net: "LSegNet", path) -> str:
     """Write the project's format: safetensors weights + {'format', 'format_version', 'config'}."""
     from safetensors.torch import save_file
 
@@ -376,7 +384,8 @@ def save_own(net: LSegNet, path) -> str:
     return path
 
 
-def load_own(path: str, spatial_block=None, block_depth: int = 0, activation: str = "lrelu") -> LSegNet:
+def load_own(path: str, build: Builder, spatial_block=None, block_depth: int = 0,
+             activation: str = "lrelu") -> "LSegNet":
     sd, meta = _read_safetensors(path)
     if meta.get("format") != OWN_FORMAT:
         raise CheckpointError(f"{path!r} is a safetensors file but not an lseg_ros checkpoint (metadata {meta})")
@@ -387,14 +396,15 @@ def load_own(path: str, spatial_block=None, block_depth: int = 0, activation: st
         stored = LSegConfig.from_json(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path!r}: bad architecture metadata ({e})") from None
-    return _build_and_load(path, _resolve_arch(path, stored, spatial_block, block_depth, activation), sd)
+    return _build_and_load(path, _resolve_arch(path, stored, spatial_block, block_depth, activation), sd, build)
 
 
-def convert_checkpoint(src, dst, spatial_block: Optional[str] = None, block_depth: int = 0,
+def convert_checkpoint(src, dst, build: Builder, spatial_block: Optional[str] = None, block_depth: int = 0,
                        activation: str = "lrelu", config: Optional[LSegConfig] = None) -> str:
     """Released Lightning file -> own safetensors file (no pickle needed to load it again).
-    `config` overrides the architecture recognised from the keys (e.g. tiny test layouts)."""
-    net = load_checkpoint(src, spatial_block=spatial_block, block_depth=block_depth, activation=activation,
+    `config` overrides the architecture recognised from the keys (e.g. tiny test layouts).
+    The package exports this with `build=LSegNet` bound (lseg_ros.model.convert_checkpoint)."""
+    net = load_checkpoint(src, build, spatial_block=spatial_block, block_depth=block_depth, activation=activation,
                           config=config)
     return save_own(net, dst)
 

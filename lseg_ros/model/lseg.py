@@ -15,25 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint
 from .backbones import build_backbone
 from .blocks import Scratch
 from .config import LSegConfig
+from .devices import resolve_device
 from .text import TextEncoder
 
 log = logging.getLogger(__name__)
 
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """A torch.device, with a clear error when CUDA is asked for but absent."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"bad device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: only 'cpu' and 'cuda' are supported")
-    return dev
+__all__ = ["LSegNet", "load_checkpoint", "convert_checkpoint", "resolve_device"]
 
 
 class LSegNet(nn.Module):
@@ -69,9 +60,8 @@ class LSegNet(nn.Module):
         architecture of a released-layout file (used by tests with tiny models).
         Returns the model in eval mode. Raises `CheckpointError` (a ValueError) on failure.
         """
-        from .checkpoint import load_checkpoint
-        return load_checkpoint(path, spatial_block=spatial_block, block_depth=block_depth,
-                               activation=activation, device=device, config=config)
+        return checkpoint.load_checkpoint(path, cls, spatial_block=spatial_block, block_depth=block_depth,
+                                          activation=activation, device=device, config=config)
 
     # ---- inference --------------------------------------------------------------
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -86,29 +76,57 @@ class LSegNet(nn.Module):
                              "(the Predictor pads any image size)")
         return self.scratch(self.pretrained(x))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised -> (B, out_dim, H/2, W/2) float32 unit-norm pixel embeddings.
+
+        The text-independent part of the network (what the Predictor compiles / graph-captures);
+        plain L2 normalisation without eps (§1.4), in float32 whatever the weights' dtype."""
+        feats = self.image_features(x).float()
+        return feats / feats.norm(dim=1, keepdim=True)
+
+    def score(self, emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Unit-norm pixel embeddings (B, D, h, w), text (N, D) or (B, N, D) -> (B, N, 2h, 2w) logits.
+
+        The label-dependent step, float32, any shapes (a new label set never recompiles): cosine
+        similarity x 1/0.07, the optional spatial block (§1.5), bilinear x2 (align_corners=True).
+        The matmul is done in float32 (the reference's .half() only adds rounding)."""
+        per_sample = text.ndim == 3 and text.shape[0] == emb.shape[0]
+        if not (text.ndim == 2 or per_sample) or text.shape[-1] != self.config.out_dim:
+            raise ValueError(f"text features must be (N, {self.config.out_dim}) or (B={emb.shape[0]}, N, "
+                             f"{self.config.out_dim}), got {tuple(text.shape)}")
+        text = text.to(device=emb.device, dtype=torch.float32)
+        text = text / text.norm(dim=-1, keepdim=True)
+        logits = self.config.logit_scale * torch.einsum("bchw,bnc->bnhw" if per_sample else "bchw,nc->bnhw",
+                                                        emb.float(), text)
+        if self.scratch.head_block is not None:
+            logits = self.scratch.head_block.apply_stack(logits, self.config.block_depth)
+        return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised image, (N, D) text features -> (B, N, H, W) float32 logits.
 
         ``text`` may also be (B, N, D): labels per sample (the zero-shot ['others', c] batches
         of §1.6), computed exactly as N labels for that sample alone would be."""
-        per_sample = text.ndim == 3 and text.shape[0] == x.shape[0]
-        if not (text.ndim == 2 or per_sample) or text.shape[-1] != self.config.out_dim:
+        if text.shape[-1] != self.config.out_dim or text.ndim not in (2, 3):
             raise ValueError(f"text features must be (N, {self.config.out_dim}) or (B={x.shape[0]}, N, "
                              f"{self.config.out_dim}), got {tuple(text.shape)}")
-        feats = self.image_features(x)
-        # Plain L2 normalisation without eps (§1.4); the matmul is done in float32
-        # (the reference's .half() only adds rounding).
-        feats = feats / feats.norm(dim=1, keepdim=True)
-        text = text.to(feats.dtype)
-        text = text / text.norm(dim=-1, keepdim=True)
-        logits = self.config.logit_scale * torch.einsum("bchw,bnc->bnhw" if per_sample else "bchw,nc->bnhw",
-                                                        feats, text)
-        logits = logits.float()
-        if self.scratch.head_block is not None:
-            logits = self.scratch.head_block.apply_stack(logits, self.config.block_depth)
-        return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.score(self.embed(x), text)
 
     def extra_repr(self) -> str:
         c = self.config
         return (f"backbone={c.backbone}, out_dim={c.out_dim}, spatial_block={c.spatial_block}, "
                 f"untrained={self.untrained}")
+
+
+def load_checkpoint(path, spatial_block: Optional[str] = None, block_depth: int = 0, activation: str = "lrelu",
+                    device: Union[str, torch.device] = "cpu", config: Optional[LSegConfig] = None) -> LSegNet:
+    """Same as `LSegNet.from_checkpoint` (kept as a function for existing callers)."""
+    return LSegNet.from_checkpoint(path, spatial_block=spatial_block, block_depth=block_depth,
+                                   activation=activation, device=device, config=config)
+
+
+def convert_checkpoint(src, dst, spatial_block: Optional[str] = None, block_depth: int = 0,
+                       activation: str = "lrelu", config: Optional[LSegConfig] = None) -> str:
+    """Released Lightning file -> the project's safetensors file (see checkpoint.convert_checkpoint)."""
+    return checkpoint.convert_checkpoint(src, dst, LSegNet, spatial_block=spatial_block, block_depth=block_depth,
+                                         activation=activation, config=config)

@@ -1,36 +1,41 @@
 """Predictor: images as robots see them (HxWx3 uint8) -> class mask, confidence, scores.
 
-Single pass (default, for live use): normalise with the weights' mean/std, optionally
-shrink so the long side is at most `max_side` (aspect kept), pad bottom/right to multiples
-of 32 with the value that is black after normalisation (as the reference pads, §4), run,
-crop, resize the logits back to the input resolution.
+Single pass (default, for live use), for one image or a batch of cameras in ONE forward: frames
+are uploaded as uint8 and, on the device, normalised with the weights' mean/std, shrunk so the long
+side is at most `max_side` (aspect kept; also to fit `input_size`), padded bottom/right with the
+value that is black after normalisation (as the reference pads, §4) to one common size (multiple of
+32, or `input_size`), run; each image's logits are cropped and resized back to its own resolution,
+and the results are computed from the logits on the device (postprocess.py).
 
-`protocol="reference"` runs the reference evaluation (§4, `LSeg_MultiEvalModule`):
-scales x {image, flipped}, 480 windows with stride 320, logits summed over scales; for
-offline use (dozens of passes per image).
+Precision (`precision="auto"`): fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; the image
+path's weights are converted once (fastpath.py); the text tower and the label step stay float32.
+
+`protocol="reference"` runs the reference evaluation (§4, `LSeg_MultiEvalModule`, reference.py).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .lseg import LSegNet, resolve_device
+from .devices import DTYPES, Precision, resolve_device, resolve_precision
+from .fastpath import ImagePath, Uploader, convert_image_path, image_dtype
+from .lseg import LSegNet
+from .postprocess import WantProbs, download, summarize
+from .reference import REFERENCE_SCALES, reference_logits
 from .text import LabelSet, encode_label_set
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "fp16", "bf16"]
-_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
-REFERENCE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+__all__ = ["Prediction", "Predictor", "check_image", "normalize_image", "REFERENCE_SCALES"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,13 +46,17 @@ class Prediction:
     max_confidence[c]: highest probability of c at any pixel.
     """
 
-    mask: np.ndarray  # (H, W) int32 label index
+    mask: np.ndarray  # (H, W) label index: uint8 for <= 256 labels, int16 up to 32768, else int32
     confidence: np.ndarray  # (H, W) float32 softmax probability of the winning label
-    probs: Optional[np.ndarray]  # (N, H, W) float32, only with want_probs
+    # want_probs=True: (N, H, W) float32; want_probs=[i, ...]: {i: (H, W) float32}; else None.
+    # Either way probs[i] is label i's map.
+    probs: Union[None, np.ndarray, Dict[int, np.ndarray]]
     pixel_fraction: np.ndarray  # (N,) float32
     mean_confidence: np.ndarray  # (N,) float32
     max_confidence: np.ndarray  # (N,) float32
     labels: LabelSet
+    # features_stride=s: (D, ceil(H/s), ceil(W/s)) float16 unit-norm pixel embeddings; else None.
+    features: Optional[np.ndarray] = None
 
 
 def check_image(image: np.ndarray) -> None:
@@ -61,15 +70,13 @@ def check_image(image: np.ndarray) -> None:
         raise ValueError(f"image is empty: shape {image.shape}")
 
 
-def normalize_image(image: np.ndarray, mean, std, device=None, channel_order: str = "rgb") -> torch.Tensor:
-    """HxWx3 uint8 -> (1, 3, H, W) float32 ``(x/255 - mean) / std`` on ``device``.
-
-    ``mean``/``std``: 3 numbers, or tensors broadcastable to (1, 3, 1, 1). The one place
-    where images are normalised (the Predictor and the training tools use it)."""
-    check_image(image)
+def _check_order(channel_order: str) -> None:
     if channel_order not in ("rgb", "bgr"):
         raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+
+
+def _normalize(x: torch.Tensor, mean, std, channel_order: str) -> torch.Tensor:
+    """(H, W, 3) uint8 tensor -> (1, 3, H, W) float32 ``(x/255 - mean) / std`` (same device)."""
     x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     if channel_order == "bgr":
         x = x.flip(1)
@@ -78,37 +85,66 @@ def normalize_image(image: np.ndarray, mean, std, device=None, channel_order: st
     return (x - mean) / std
 
 
-class Predictor:
-    """Wraps an `LSegNet` with device, precision, label cache and image pre/post-processing."""
+def normalize_image(image: np.ndarray, mean, std, device=None, channel_order: str = "rgb") -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, H, W) float32 ``(x/255 - mean) / std`` on ``device``.
 
-    def __init__(self, net: LSegNet, device: Union[str, torch.device] = "cpu", precision: Precision = "fp32",
-                 max_side: Optional[int] = None, cache_size: int = 16) -> None:
+    ``mean``/``std``: 3 numbers, or tensors broadcastable to (1, 3, 1, 1). The one place
+    where images are normalised (the Predictor and the training tools use it)."""
+    check_image(image)
+    _check_order(channel_order)
+    return _normalize(torch.from_numpy(np.ascontiguousarray(image)).to(device), mean, std, channel_order)
+
+
+def _ceil32(v: int) -> int:
+    return math.ceil(v / 32) * 32
+
+
+class Predictor:
+    """Wraps an `LSegNet` with device, precision, fast paths, label cache and pre/post-processing.
+
+    Args:
+        precision: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), or explicit.
+            fp16/bf16 convert the net's image path in place (the net then belongs to this precision).
+        max_side: shrink frames whose long side is larger (results still at input resolution).
+        input_size: (H, W), multiples of 32: every batch is padded to exactly this size (frames that
+            do not fit are shrunk to fit), so compiled code and CUDA graphs see one shape.
+        compile: torch.compile the image path (frame -> pixel embeddings); warm up with `warmup()`.
+        cuda_graphs: replay the image path as a CUDA graph per input shape (CUDA only).
+        channels_last: NHWC memory format for the image path's convolutions.
+        profile: record per-stage seconds of the last call in `stage_times` (adds device syncs).
+    """
+
+    def __init__(self, net: LSegNet, device: Union[str, torch.device] = "cpu", precision: Precision = "auto",
+                 max_side: Optional[int] = None, cache_size: int = 16, *, input_size: Optional[Tuple[int, int]] = None,
+                 compile: bool = False, cuda_graphs: bool = False, channels_last: bool = False,
+                 profile: bool = False) -> None:
         self.device = resolve_device(device)
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
-        if precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"precision {precision!r} needs a CUDA device; on {self.device} use 'fp32'")
+        self.precision = resolve_precision(precision, self.device)
         if max_side is not None and max_side < 32:
             raise ValueError(f"max_side must be >= 32, got {max_side}")
-        self.precision = precision
+        if input_size is not None:
+            input_size = (int(input_size[0]), int(input_size[1]))
+            if min(input_size) < 32 or input_size[0] % 32 or input_size[1] % 32:
+                raise ValueError(f"input_size must be (H, W), multiples of 32, got {input_size}")
         self.max_side = max_side
+        self.input_size = input_size
+        self.dtype = DTYPES[self.precision]
         self.net = net.to(self.device).eval()
+        if self.dtype == torch.float32 and image_dtype(net) != torch.float32:
+            raise ValueError(f"this LSegNet's image weights were converted to {image_dtype(net)} by another "
+                             "Predictor; build or load the net again for fp32")
+        convert_image_path(self.net, self.dtype)
+        self.image_path = ImagePath(self.net, self.device, self.dtype, channels_last=channels_last,
+                                    compile=compile, cuda_graphs=cuda_graphs)
+        self.uploader = Uploader(self.device)
+        self.profile = profile
+        self.stage_times: Dict[str, float] = {}
         self._cache: "OrderedDict[tuple, LabelSet]" = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()
-        mean = torch.tensor(net.config.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(net.config.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._mean, self._std = mean, std
-
-    # ---- precision in one place ---------------------------------------------------
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST[self.precision])
-
-    def _run(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self._autocast():
-            return self.net(x, text).float()
+        self._lock = threading.Lock()  # label cache
+        self._run_lock = threading.Lock()  # static buffers (pinned upload, CUDA graphs)
+        self._mean = torch.tensor(net.config.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(net.config.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
     # ---- labels ------------------------------------------------------------------
     def encode_labels(self, labels: Sequence[str], templates: Optional[Sequence[str]] = None) -> LabelSet:
@@ -131,6 +167,9 @@ class Predictor:
         log.debug("encoded %d labels (version %d)", len(label_set), label_set.version)
         return label_set
 
+    def _label_set(self, labels: Union[LabelSet, Sequence[str]]) -> LabelSet:
+        return labels if isinstance(labels, LabelSet) else self.encode_labels(labels)
+
     # ---- images ------------------------------------------------------------------
     def to_tensor(self, image: np.ndarray, channel_order: str = "rgb") -> torch.Tensor:
         """HxWx3 uint8 -> (1, 3, H, W) float32 normalised, on the device."""
@@ -141,95 +180,149 @@ class Predictor:
         _, c, xh, xw = x.shape
         if (xh, xw) == (h, w):
             return x
-        out = (-self._mean / self._std).expand(x.shape[0], c, h, w).clone()
+        out = (-self._mean / self._std).to(x.dtype).expand(x.shape[0], c, h, w).clone()
         out[:, :, :xh, :xw] = x
         return out
 
-    def logits(self, image: np.ndarray, labels: LabelSet, channel_order: str = "rgb",
-               protocol: Literal["single", "reference"] = "single", **reference_kw) -> torch.Tensor:
-        """(N, H, W) float32 logits at input resolution (reference: mean over scales and flips)."""
-        x = self.to_tensor(image, channel_order)
-        text = labels.embeddings.to(self.device)
-        if protocol == "reference":
-            return self._reference(x, text, **reference_kw)[0]
-        if protocol != "single":
-            raise ValueError(f"protocol must be 'single' or 'reference', got {protocol!r}")
-        h, w = x.shape[2:]
+    def _fit(self, h: int, w: int) -> Tuple[int, int]:
+        """The size a (h, w) frame is run at: shrunk for max_side and to fit input_size, never grown."""
+        s = 1.0
         if self.max_side and max(h, w) > self.max_side:
             s = self.max_side / max(h, w)
-            size = (max(1, round(h * s)), max(1, round(w * s)))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        rh, rw = x.shape[2:]
-        ph, pw = math.ceil(rh / 32) * 32, math.ceil(rw / 32) * 32
-        out = self._run(self._pad(x, ph, pw), text)[:, :, :rh, :rw]
+        if self.input_size is not None:
+            s = min(s, self.input_size[0] / h, self.input_size[1] / w)
+        if s >= 1.0:
+            return h, w
+        return max(1, min(round(h * s), self.input_size[0] if self.input_size else h)), \
+            max(1, min(round(w * s), self.input_size[1] if self.input_size else w))
+
+    def _prepare(self, images: Sequence[np.ndarray], orders: Sequence[str]) -> Tuple[torch.Tensor, List[Tuple]]:
+        """Frames -> one padded (B, 3, PH, PW) batch in the compute dtype, and each frame's
+        (h, w, rh, rw): input size and the size it was run at."""
+        frames = self.uploader(images)
+        sizes, run = [], []
+        for t, order in zip(frames, orders):
+            x = _normalize(t, self._mean, self._std, order)
+            h, w = x.shape[2:]
+            rh, rw = self._fit(h, w)
+            if (rh, rw) != (h, w):
+                x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+            sizes.append((h, w, rh, rw))
+            run.append(x)
+        ph, pw = self.input_size or (_ceil32(max(s[2] for s in sizes)), _ceil32(max(s[3] for s in sizes)))
+        batch = (-self._mean / self._std).to(self.dtype).expand(len(run), 3, ph, pw).clone()
+        for i, x in enumerate(run):
+            batch[i, :, :x.shape[2], :x.shape[3]] = x
+        return batch, sizes
+
+    def _tick(self, name: str, t0: float) -> float:
+        if self.profile:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t = time.perf_counter()
+            self.stage_times[name] = t - t0
+            return t
+        return t0
+
+    @staticmethod
+    def _image_logits(logits: torch.Tensor, size: Tuple[int, int, int, int]) -> torch.Tensor:
+        """(1, N, PH, PW) logits of a padded frame -> (N, h, w) at the frame's own resolution."""
+        h, w, rh, rw = size
+        out = logits[:, :, :rh, :rw]
         if (rh, rw) != (h, w):
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         return out[0]
 
+    @staticmethod
+    def _features(emb: torch.Tensor, size: Tuple[int, int, int, int], stride: int) -> torch.Tensor:
+        """(D, PH/2, PW/2) embeddings -> (D, ceil(h/s), ceil(w/s)) area-resized, re-normalised, float16."""
+        h, w, rh, rw = size
+        f = emb[:, :math.ceil(rh / 2), :math.ceil(rw / 2)]
+        target = (math.ceil(h / stride), math.ceil(w / stride))
+        if tuple(f.shape[1:]) != target:
+            f = F.adaptive_avg_pool2d(f.unsqueeze(0), target)[0]
+        return F.normalize(f, dim=0).half()
+
+    # ---- inference ---------------------------------------------------------------
+    def predict_batch(self, images: Sequence[np.ndarray], labels: Union[LabelSet, Sequence[str]],
+                      channel_orders: Union[str, Sequence[str]] = "rgb", want_probs: WantProbs = False,
+                      features_stride: Optional[int] = None) -> List[Prediction]:
+        """Segment several frames (any sizes) in ONE forward; one `Prediction` per frame, each at
+        its own input's resolution. `want_probs`: True (all labels) or label indices (heatmaps)."""
+        if isinstance(images, np.ndarray) or not len(images):
+            raise TypeError("images must be a non-empty list of HxWx3 uint8 arrays")
+        for im in images:
+            check_image(im)
+        orders = [channel_orders] * len(images) if isinstance(channel_orders, str) else list(channel_orders)
+        if len(orders) != len(images):
+            raise ValueError(f"{len(orders)} channel orders for {len(images)} images")
+        for o in orders:
+            _check_order(o)
+        if features_stride is not None and (not isinstance(features_stride, int) or features_stride < 1):
+            raise ValueError(f"features_stride must be a positive int, got {features_stride!r}")
+        labels = self._label_set(labels)
+        text = labels.embeddings.to(self.device)
+        with self._run_lock, torch.inference_mode():
+            t = time.perf_counter()
+            batch, sizes = self._prepare(images, orders)
+            t = self._tick("upload", t)
+            emb = self.image_path(batch)
+            t = self._tick("forward", t)
+            results, feats = [], []
+            for i, size in enumerate(sizes):
+                logits = self._image_logits(self.net.score(emb[i:i + 1], text), size)
+                results.append(summarize(logits, want_probs))
+                if features_stride is not None:
+                    feats.append(self._features(emb[i], size, features_stride))
+            t = self._tick("post", t)
+            host = download(results, want_all_probs=want_probs is True)
+            feats = [f.cpu().numpy() for f in feats]
+            self._tick("download", t)
+        return [Prediction(mask=r.mask, confidence=r.confidence, probs=r.probs, pixel_fraction=r.pixel_fraction,
+                           mean_confidence=r.mean_confidence, max_confidence=r.max_confidence, labels=labels,
+                           features=feats[i] if feats else None) for i, r in enumerate(host)]
+
     def predict(self, image: np.ndarray, labels: Union[LabelSet, Sequence[str]], channel_order: str = "rgb",
-                want_probs: bool = False, protocol: Literal["single", "reference"] = "single",
-                **reference_kw) -> Prediction:
-        """Segment one image. `labels` is a LabelSet (or a list of strings, encoded via the cache)."""
-        if not isinstance(labels, LabelSet):
-            labels = self.encode_labels(labels)
+                want_probs: WantProbs = False, protocol: Literal["single", "reference"] = "single",
+                features_stride: Optional[int] = None, **reference_kw) -> Prediction:
+        """Segment one image (a batch of one). `labels` is a LabelSet (or strings, encoded via the cache)."""
+        if protocol == "single" and not reference_kw:
+            return self.predict_batch([image], labels, channel_order, want_probs, features_stride)[0]
+        if features_stride is not None:
+            raise ValueError("features_stride is only available with protocol='single'")
+        labels = self._label_set(labels)
         logits = self.logits(image, labels, channel_order, protocol, **reference_kw)
-        probs = logits.softmax(dim=0)
-        conf, mask = probs.max(dim=0)
-        n = probs.shape[0]
-        count = torch.bincount(mask.flatten(), minlength=n).float()
-        conf_sum = torch.zeros(n, device=probs.device).index_add_(0, mask.flatten(), conf.flatten())
-        mean_conf = torch.where(count > 0, conf_sum / count.clamp(min=1), torch.zeros_like(count))
-        max_conf = probs.flatten(1).max(dim=1)[0]
-        as_np = lambda t: t.detach().to("cpu", torch.float32).numpy()  # noqa: E731
-        return Prediction(
-            mask=mask.to("cpu", torch.int32).numpy(),
-            confidence=as_np(conf),
-            probs=as_np(probs) if want_probs else None,
-            pixel_fraction=as_np(count / mask.numel()),
-            mean_confidence=as_np(mean_conf),
-            max_confidence=as_np(max_conf),
-            labels=labels,
-        )
+        with torch.inference_mode():
+            r = download([summarize(logits, want_probs)], want_all_probs=want_probs is True)[0]
+        return Prediction(r.mask, r.confidence, r.probs, r.pixel_fraction, r.mean_confidence, r.max_confidence, labels)
 
-    # ---- reference evaluation protocol (§4) -----------------------------------------
-    def _window(self, x: torch.Tensor, text: torch.Tensor, crop: int, flip: bool) -> torch.Tensor:
-        h, w = x.shape[2:]
-        xp = self._pad(x, max(h, crop), max(w, crop))
-        out = self._run(xp, text)
-        if flip:
-            out = out + self._run(xp.flip(3), text).flip(3)
-        return out[:, :, :h, :w]
+    def _run(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised float32, H, W multiples of 32 -> (B, N, H, W) float32 logits."""
+        with torch.inference_mode():
+            return self.net.score(self.image_path(x.to(self.dtype)), text)
 
-    def _reference(self, x: torch.Tensor, text: torch.Tensor, scales: Sequence[float] = REFERENCE_SCALES,
-                   base_size: int = 520, crop_size: int = 480, flip: bool = True) -> torch.Tensor:
-        """LSeg_MultiEvalModule: per scale resize (long side ceil(base*s)), single padded crop or
-        sliding crops (stride 2/3 crop), flip-sum, resize to input, sum over scales.
-        Returns the sum divided by the number of passes per pixel-location (scales x flips),
-        which has the same argmax as the reference's raw sum and a usable softmax."""
-        b, _, h, w = x.shape
-        stride = int(crop_size * 2 / 3)
-        n = text.shape[0]
-        total = torch.zeros(b, n, h, w, device=x.device)
-        for scale in scales:
-            long = int(math.ceil(base_size * scale))
-            if h > w:
-                height, width, short = long, int(1.0 * w * long / h + 0.5), int(1.0 * w * long / h + 0.5)
-            else:
-                width, height, short = long, int(1.0 * h * long / w + 0.5), int(1.0 * h * long / w + 0.5)
-            cur = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
-            if long <= crop_size:
-                out = self._window(cur, text, crop_size, flip)
-            else:
-                pad = self._pad(cur, max(height, crop_size), max(width, crop_size)) if short < crop_size else cur
-                ph, pw = pad.shape[2:]
-                out = torch.zeros(b, n, ph, pw, device=x.device)
-                count = torch.zeros(b, 1, ph, pw, device=x.device)
-                for ih in range(int(math.ceil((ph - crop_size) / stride)) + 1):
-                    for iw in range(int(math.ceil((pw - crop_size) / stride)) + 1):
-                        h0, w0 = ih * stride, iw * stride
-                        h1, w1 = min(h0 + crop_size, ph), min(w0 + crop_size, pw)
-                        out[:, :, h0:h1, w0:w1] += self._window(pad[:, :, h0:h1, w0:w1], text, crop_size, flip)
-                        count[:, :, h0:h1, w0:w1] += 1
-                out = (out / count)[:, :, :height, :width]
-            total += F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
-        return total / (len(scales) * (2 if flip else 1))
+    def logits(self, image: np.ndarray, labels: LabelSet, channel_order: str = "rgb",
+               protocol: Literal["single", "reference"] = "single", **reference_kw) -> torch.Tensor:
+        """(N, H, W) float32 logits at input resolution (reference: mean over scales and flips)."""
+        check_image(image)
+        _check_order(channel_order)
+        text = self._label_set(labels).embeddings.to(self.device)
+        if protocol == "reference":
+            x = self.to_tensor(image, channel_order)
+            with self._run_lock:
+                return reference_logits(self._run, self._pad, x, text, **reference_kw)[0]
+        if protocol != "single":
+            raise ValueError(f"protocol must be 'single' or 'reference', got {protocol!r}")
+        if reference_kw:
+            raise TypeError(f"unexpected options for protocol='single': {sorted(reference_kw)}")
+        with self._run_lock, torch.inference_mode():
+            batch, sizes = self._prepare([image], [channel_order])
+            return self._image_logits(self.net.score(self.image_path(batch), text), sizes[0])
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,), labels: Sequence[str] = ("a", "b")) -> None:
+        """Run each batch size once at `input_size` (compiles / captures now, not on the first frame)."""
+        if self.input_size is None:
+            raise ValueError("warmup needs input_size (the fixed frame size to compile for)")
+        frame = np.zeros((*self.input_size, 3), np.uint8)
+        for b in batch_sizes:
+            self.predict_batch([frame] * b, list(labels))

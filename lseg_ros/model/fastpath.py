@@ -1,0 +1,159 @@
+"""The text-independent image path (frame -> unit-norm pixel embeddings), made fast.
+
+Pieces, each optional and each measured in benchmarks/ (docs/performance.md):
+- `convert_image_path`: the backbone and decoder weights converted once to fp16/bf16 (not autocast
+  on every call); the text tower and the spatial head block stay float32.
+- `Uploader`: uint8 frames copied once into a reused pinned host buffer and sent to the GPU with
+  one non-blocking copy; normalisation and resizing then happen on the device.
+- `ImagePath`: channels-last, `torch.compile` of `LSegNet.embed` (fixed input size), and CUDA
+  graphs replayed per input shape (`StaticShapeRunner`). The label step after it (einsum with the
+  text, upsampling, argmax) stays eager, so a new label set never recompiles.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def image_modules(net) -> List[torch.nn.Module]:
+    """The modules of the image path (backbone, decoder without the label-space head block)."""
+    return [net.pretrained] + [m for name, m in net.scratch.named_children() if name != "head_block"]
+
+
+def image_dtype(net) -> torch.dtype:
+    return next(net.pretrained.parameters()).dtype
+
+
+def convert_image_path(net, dtype: torch.dtype) -> None:
+    """Convert the image path's weights to `dtype` in place, once.
+
+    A net converted to fp16/bf16 cannot go back to exact fp32: a second Predictor asking for
+    another precision on the same net is refused with a clear error instead of computing
+    silently at the wrong precision."""
+    have = image_dtype(net)
+    if have == dtype:
+        return
+    if have != torch.float32:
+        raise ValueError(f"this LSegNet's image weights were already converted to {have} (by another Predictor); "
+                         f"build or load the net again for {dtype}")
+    for m in image_modules(net):
+        m.to(dtype)
+    log.info("image path weights converted to %s", dtype)
+
+
+class Uploader:
+    """HxWx3 uint8 frames -> (h, w, 3) uint8 tensors on the device, in one host-to-device copy.
+
+    On CUDA the frames are packed into a pinned buffer (grown when needed, reused afterwards) and
+    sent with `non_blocking=True`. The buffer is rewritten on the next call, which is safe because
+    every Predictor call waits for its own results (that sync orders the earlier copy). On the CPU
+    the frames are used in place (no copy)."""
+
+    def __init__(self, device: torch.device, pin: Optional[bool] = None) -> None:
+        self.device = device
+        self.pin = device.type == "cuda" if pin is None else pin
+        self._host: Optional[torch.Tensor] = None
+
+    def _buffer(self, nbytes: int) -> torch.Tensor:
+        if self._host is None or self._host.numel() < nbytes:
+            self._host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin and torch.cuda.is_available())
+        return self._host[:nbytes]
+
+    def __call__(self, images: Sequence[np.ndarray]) -> List[torch.Tensor]:
+        if self.device.type == "cpu" and not self.pin:
+            return [torch.from_numpy(np.ascontiguousarray(im)) for im in images]
+        sizes = [im.size for im in images]
+        host = self._buffer(sum(sizes))
+        flat = host.numpy()
+        offsets = np.cumsum([0] + sizes)
+        for im, a, b in zip(images, offsets[:-1], offsets[1:]):
+            flat[a:b] = im.reshape(-1)  # the one host copy (also makes strided frames contiguous)
+        dev = host.to(self.device, non_blocking=True)
+        return [dev[a:b].view(im.shape) for im, a, b in zip(images, offsets[:-1], offsets[1:])]
+
+
+class StaticShapeRunner:
+    """Runs `fn` on static input/output buffers, one per input shape; on CUDA, replays a CUDA graph.
+
+    With `capture=False` (the CPU, and tests there) the same buffer logic runs without a graph,
+    so everything but the capture itself is exercised on any machine. The output is a static
+    buffer, overwritten by the next call: callers use it before calling again."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], capture: bool, warmup: int = 2) -> None:
+        if capture and not torch.cuda.is_available():
+            raise ValueError("CUDA graphs need a CUDA device")
+        self.fn, self.capture, self.warmup = fn, capture, warmup
+        self._entries: Dict[Tuple, Tuple[torch.Tensor, torch.Tensor, Optional[object]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _build(self, x: torch.Tensor):
+        static_in = x.clone()
+        if not self.capture:
+            return static_in, self.fn(static_in), None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up outside the graph (cuDNN/cuBLAS choices, compile)
+            for _ in range(self.warmup):
+                self.fn(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(static_in)
+        log.info("captured a CUDA graph for input %s", tuple(x.shape))
+        return static_in, static_out, graph
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype, x.device)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._build(x)
+            if entry[2] is None:
+                return entry[1]
+        static_in, static_out, graph = entry
+        static_in.copy_(x)
+        if graph is None:
+            return self.fn(static_in)
+        graph.replay()
+        return static_out
+
+
+class ImagePath:
+    """frame batch (B, 3, H, W), already in the compute dtype -> (B, D, H/2, W/2) float32 embeddings."""
+
+    def __init__(self, net, device: torch.device, dtype: torch.dtype, autocast: bool = False,
+                 channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False) -> None:
+        if cuda_graphs and device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")
+        self.net, self.device, self.dtype = net, device, dtype
+        self.autocast, self.channels_last = autocast, channels_last
+        if channels_last:
+            for m in image_modules(net):
+                m.to(memory_format=torch.channels_last)
+        fn: Callable[[torch.Tensor], torch.Tensor] = net.embed
+        if compile:
+            # dynamic=False: one specialised graph per input shape (a fixed camera size compiles once).
+            fn = torch.compile(fn, dynamic=False)
+        self._fn = fn
+        self.runner = StaticShapeRunner(self._call, capture=True) if cuda_graphs else None
+
+    def _context(self):
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        with self._context():
+            return self._fn(x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.runner(x) if self.runner is not None else self._call(x)
