@@ -51,6 +51,23 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_size(self) -> int:
+        """Characters logged so far: a mark for log_since()."""
+        return len(self.log())
+
+    def log_since(self, mark: int) -> str:
+        """What the node logged after log_size() returned `mark`."""
+        return self.log()[mark:]
+
+    def wait_log(self, text: str, mark: int = 0, timeout: float = 20.0) -> str:
+        """Waits until `text` appears in the log after `mark`; returns that part of the log."""
+        return wait_for(lambda: text in self.log_since(mark) and self.log_since(mark), timeout,
+                        f"{text!r} in the node log")
+
+    def children(self) -> List[int]:
+        """Pids of the node's live child processes (from /proc; empty when it has none)."""
+        return child_pids(self.proc.pid)
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, timeout, "node ready")
         assert self.proc.poll() is None, f"lseg_node exited with {self.proc.returncode}:\n{self.log()}"
@@ -65,6 +82,20 @@ class NodeProcess:
                 self.proc.wait()
         self._fh.close()
         return self.proc.returncode
+
+
+def child_pids(pid: int) -> List[int]:
+    """Direct children of `pid` that still run (Linux /proc), e.g. helpers a node forked."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def stamp_key(msg) -> Tuple[int, int]:
+    """(sec, nanosec) of a message's header stamp: matches an output to the input it came from."""
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str = "condition", period: float = 0.05) -> Any:
@@ -179,4 +210,41 @@ def diagnostics_value(msgs: List[Any], key: str) -> Optional[str]:
                 for kv in st.values:
                     if kv.key == key:
                         return kv.value
+    return None
+
+
+def compressed_msg(data: bytes, fmt: str, stamp, frame_id: str = "camera_optical_frame"):
+    """sensor_msgs/CompressedImage with the given payload and format string (any bytes: broken ones too)."""
+    from sensor_msgs.msg import CompressedImage
+
+    msg = CompressedImage(format=fmt, data=bytes(data))
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
+
+
+def publish_until_output(t: "TestNode", pub, msg, topic: str = "lseg/mask", timeout: float = 30.0,
+                         resend: float = 1.0) -> Any:
+    """Publishes msg (again every `resend` s: a frame may be replaced in the node's one-slot buffer)
+    until an output on `topic` carries its stamp; returns that output."""
+    key = stamp_key(msg)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pub.publish(msg)
+        try:
+            return wait_for(lambda: next((m for m in t.messages(topic) if stamp_key(m) == key), None),
+                            resend, f"{topic} for stamp {key}", period=0.02)
+        except AssertionError:
+            continue
+    raise AssertionError(f"no {topic} output for the frame stamped {key} within {timeout:.0f} s")
+
+
+def diagnostics_counter(msgs: List[Any], node_name: str, key: str) -> Optional[int]:
+    """Integer `key` of the node in its latest /diagnostics message that has it; None before one arrived.
+    The largest value over the node's statuses (names '<node_name>: ...'): the node's total status and
+    per-camera statuses may both carry a counter."""
+    for arr in reversed(msgs):
+        values = [kv.value for st in arr.status if st.name.split(":")[0].strip() == node_name
+                  for kv in st.values if kv.key == key]
+        if values:
+            return max(int(v or 0) for v in values)
     return None

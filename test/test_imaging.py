@@ -9,6 +9,8 @@ import pytest
 from lseg_ros import imaging
 from lseg_ros.imaging import ImageError, decode_compressed, decode_image, encode_image
 
+from hostile_images import jpeg_sof, png_head
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -174,22 +176,6 @@ def test_colorize_and_overlay_with_legend(rgb):
 
 # ---- compressed headers: the pixel limit before decoding ------------------------------------------
 
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    import struct
-    import zlib
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit grey PNG of zeros: ~110 KB for 30000x30000, 900 MB once decoded to 8 bit."""
-    import struct
-    import zlib
-    row, z = b"\x00" + bytes((width + 7) // 8), zlib.compressobj(9)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
-
-
 def _encoded(rgb, ext, *params):
     ok, buf = cv2.imencode(ext, rgb[:, :, ::-1], list(params))
     assert ok
@@ -229,7 +215,7 @@ def test_png_bomb_is_refused_from_its_header_without_decoding():
     code = f"""
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT / 'test')!r})
-from test_imaging import png_bomb
+from hostile_images import png_bomb
 from lseg_ros.imaging import ImageError, decode_compressed
 data = png_bomb(30000, 30000)
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -251,36 +237,23 @@ print(json.dumps(dict(msg=msg, s=time.perf_counter() - t0, size=len(data),
     assert res["grew_mb"] < 50, f"peak RSS grew {res['grew_mb']:.0f} MB: the bomb was decoded ({res})"
 
 
-def _jpeg_sof(width: int, height: int, comps: int = 3) -> bytes:
-    import struct
-    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    return b"\xff\xd8" + app0 + b"\xff\xc0" + struct.pack(">HBHHB", 8 + 3 * comps, 8, height, width, comps) + \
-        b"\x01\x22\x00" * comps
-
-
-def _png_head(width=64, height=48, depth=8, color=2, kind=b"IHDR", length=13):
-    import struct
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", length) + kind + struct.pack(">IIBBBBB", width, height, depth,
-                                                                               color, 0, 0, 0) + bytes(4)
-
-
 BAD_HEADERS = {
     "png_cut_in_ihdr": (lambda rgb: _encoded(rgb, ".png")[:20], "truncated PNG header: 20 bytes"),
-    "png_first_chunk_not_ihdr": (lambda rgb: _png_head(kind=b"IDAT") + bytes(100), "first chunk is b'IDAT'"),
-    "png_ihdr_bad_length": (lambda rgb: _png_head(length=12) + bytes(100), "not IHDR of 13"),
-    "png_zero_width": (lambda rgb: _png_head(width=0) + bytes(100), "corrupt PNG header: size 0x48"),
-    "png_bad_depth": (lambda rgb: _png_head(depth=3) + bytes(100), "bit depth 3 with colour type 2"),
-    "png_bad_colour_type": (lambda rgb: _png_head(color=5) + bytes(100), "colour type 5"),
-    "png_header_only": (lambda rgb: _png_head(), "corrupt or unsupported compressed image (PNG 64x48"),
+    "png_first_chunk_not_ihdr": (lambda rgb: png_head(kind=b"IDAT") + bytes(100), "first chunk is b'IDAT'"),
+    "png_ihdr_bad_length": (lambda rgb: png_head(length=12) + bytes(100), "not IHDR of 13"),
+    "png_zero_width": (lambda rgb: png_head(width=0) + bytes(100), "corrupt PNG header: size 0x48"),
+    "png_bad_depth": (lambda rgb: png_head(depth=3) + bytes(100), "bit depth 3 with colour type 2"),
+    "png_bad_colour_type": (lambda rgb: png_head(color=5) + bytes(100), "colour type 5"),
+    "png_header_only": (lambda rgb: png_head(), "corrupt or unsupported compressed image (PNG 64x48"),
     "jpeg_cut_before_sof": (lambda rgb: _encoded(rgb, ".jpg")[:12], "truncated JPEG header"),
-    "jpeg_sof_cut": (lambda rgb: _jpeg_sof(64, 48)[:26], "start-of-frame at offset 20 cut off"),
+    "jpeg_sof_cut": (lambda rgb: jpeg_sof(64, 48)[:26], "start-of-frame at offset 20 cut off"),
     "jpeg_scan_before_sof": (lambda rgb: b"\xff\xd8\xff\xda\x00\x08" + bytes(200), "start-of-scan at offset 2"),
     "jpeg_eoi_first": (lambda rgb: b"\xff\xd8\xff\xd9" + bytes(50), "end-of-image at offset 2"),
     "jpeg_not_a_marker": (lambda rgb: b"\xff\xd8\xff\xe0\x00\x04ab\x12\x34" + bytes(50), "byte 0x12 at offset 8"),
     "jpeg_bad_segment_length": (lambda rgb: b"\xff\xd8\xff\xe1\x00\x01" + bytes(50), "has length 1"),
-    "jpeg_height_zero_dnl": (lambda rgb: _jpeg_sof(64, 0) + bytes(50), "size 64x0"),
-    "jpeg_two_components": (lambda rgb: _jpeg_sof(64, 48, comps=2) + bytes(50), "2 components"),
-    "jpeg_corrupt_after_sof": (lambda rgb: _jpeg_sof(64, 48) + b"\xff\xda" + bytes(300),
+    "jpeg_height_zero_dnl": (lambda rgb: jpeg_sof(64, 0) + bytes(50), "size 64x0"),
+    "jpeg_two_components": (lambda rgb: jpeg_sof(64, 48, comps=2) + bytes(50), "2 components"),
+    "jpeg_corrupt_after_sof": (lambda rgb: jpeg_sof(64, 48) + b"\xff\xda" + bytes(300),
                                "corrupt or unsupported compressed image (JPEG 64x48"),
     "webp_cut": (lambda rgb: _encoded(rgb, ".webp")[:20], "truncated WebP header"),
     "webp_unknown_chunk": (lambda rgb: b"RIFF\x00\x01\x00\x00WEBPALPH" + bytes(40), "b'ALPH' is none of"),
@@ -303,7 +276,7 @@ def test_truncated_and_corrupt_headers_are_refused_clearly(rgb, kind):
 
 
 def test_huge_jpeg_claim_is_refused_before_decoding():
-    data = _jpeg_sof(60000, 50000) + bytes(100)  # header of a 3 Gpixel JPEG, then nothing
+    data = jpeg_sof(60000, 50000) + bytes(100)  # header of a 3 Gpixel JPEG, then nothing
     with pytest.raises(ImageError, match="JPEG header says 60000x50000 = 3000000000 pixels, exceeds "
                                          "max_image_pixels=16777216"):
         decode_compressed("jpeg", data, max_pixels=4096 * 4096)
