@@ -200,7 +200,7 @@ def test_labels_parameter_has_the_same_effect(rig):
 
 @pytest.mark.parametrize("name, value, why", [("labels", ["a", "A"], "duplicate"), ("min_confidence", 1.5, "<= 1.0"),
                                               ("palette", "rainbow", "one of"), ("input_reliability", "maybe", "one of"),
-                                              ("weights", "/x.ckpt", "read-only")])
+                                              ("weights", "/x.ckpt", "read at configure")])
 def test_bad_parameter_values_are_rejected_with_a_reason(rig, name, value, why):
     node, t = rig
     res = t.set_params("lseg_node", **{name: value})[0]

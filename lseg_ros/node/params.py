@@ -14,6 +14,12 @@ from ..imaging import PALETTES
 
 MODELS = ("vitl16", "rn101", "tiny_vit", "tiny_resnet")
 DEFAULT_LABELS = ["floor", "wall", "person", "other"]
+# More labels cost text-encoding time at every switch (about 60 ms per label on a 2-core CPU) and
+# memory per frame; 1024 keeps a switch under a minute there and the mask in mono16.
+MAX_LABELS = 1024
+# Live frames are shrunk to this long side for the network by default: a 4096x4096 frame would
+# otherwise take minutes and gigabytes on the CPU (outputs stay at the input resolution).
+DEFAULT_MAX_SIDE = 1280
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class Param:
     default: Any  # a python value; list[str] parameters may default to [] (declared STRING_ARRAY)
     description: str
     check: Optional[Callable[[Any], Optional[str]]] = None
-    read_only: bool = False  # needs a restart (model, device): the node refuses changes with a reason
+    at_configure: bool = False  # read at configure (model, device, cameras): changed only while unconfigured
     constraints: str = ""
 
 
@@ -56,6 +62,8 @@ def _labels(v: List[str]) -> Optional[str]:
     labels = list(v)
     if not labels:
         return "the label set is empty: give at least one label"
+    if len(labels) > MAX_LABELS:
+        return f"{len(labels)} labels: at most {MAX_LABELS} are accepted"
     seen: Dict[str, int] = {}
     for i, label in enumerate(labels):
         parts = [p.strip() for p in str(label).strip().split("|")]
@@ -75,12 +83,24 @@ def _heatmap_labels(v: List[str]) -> Optional[str]:
     return None
 
 
+def _image_topics(v: List[str]) -> Optional[str]:
+    topics = [str(t).strip() for t in v]
+    if not topics:
+        return "give at least one image topic (the default is ['image'])"
+    for t in topics:
+        if not re.fullmatch(r"~?/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", t):
+            return f"{t!r} is not a valid ROS topic name"
+    if len(set(topics)) != len(topics):
+        return f"duplicate topics in {topics}"
+    return None
+
+
 PARAMS: Tuple[Param, ...] = (
     # --- model (read at start; change and restart) ---
     Param("weights", "", "Path to the weights: a released LSeg Lightning checkpoint (demo_e200.ckpt, "
           "fss_l16.ckpt, fss_rn101.ckpt, ...) or the project's own .safetensors file. '' = no weights: "
           "an UNTRAINED network built from `model` (meaningless output; for tests and plumbing only).",
-          read_only=True),
+          at_configure=True),
     Param("model", "vitl16", "Architecture used when `weights` is '' (a weights file carries its own): "
           "vitl16, rn101, or the small test variants tiny_vit, tiny_resnet.", _choice(*MODELS), True),
     Param("spatial_block", "", "Spatial-regularisation head of a released checkpoint ('', bottleneck, "
@@ -92,13 +112,17 @@ PARAMS: Tuple[Param, ...] = (
           _choice("relu", "lrelu", "tanh"), True),
     Param("device", "auto", "auto (cuda when available, else cpu with a warning), cpu, cuda, cuda:N. "
           "Asking for cuda where there is none is an error at start.", _device, True),
-    Param("precision", "fp32", "fp32, fp16 or bf16 (autocast; fp16/bf16 need CUDA).",
-          _choice("fp32", "fp16", "bf16"), True),
+    Param("precision", "auto", "auto (CUDA: fp16; CPU: bf16 where the CPU has native bf16, else fp32), "
+          "fp32, fp16 (CUDA only) or bf16.", _choice("auto", "fp32", "fp16", "bf16"), True),
     Param("num_threads", 0, "torch CPU threads for inference (0 = torch's default).", _range(0, 256), True),
-    Param("max_side", 0, "Shrink the image so its long side is at most this many pixels before inference "
-          "(outputs stay at the input resolution). 0 = infer at full resolution.", _max_side),
-    Param("enabled", True, "false stops processing and frees the model (GPU memory); true loads it again. "
-          "set_labels still answers while disabled (the labels are encoded when re-enabled).", None),
+    Param("max_side", DEFAULT_MAX_SIDE, "Frames whose long side exceeds this are shrunk to it for the network "
+          "(aspect kept; outputs stay at the input resolution). Bounds the time and memory one frame takes. "
+          "0 = no bound (a 4096x4096 frame then takes minutes on a CPU).", _max_side),
+    Param("autostart", True, "Configure and activate at start (lifecycle). false: the node waits in "
+          "'unconfigured' for a lifecycle manager (ros2 lifecycle set /lseg_node configure).", None, True),
+    Param("image_topics", ["image"], "Input image topics, one per camera; all cameras' newest frames go "
+          "through one batched forward. Outputs of a camera go beside its image: 'front/image_raw' -> "
+          "'front/lseg/mask'; the default 'image' gives 'lseg/mask'. Applied at configure.", _image_topics, True),
     # --- labels and outputs ---
     Param("labels", list(DEFAULT_LABELS), "Label set, class id = index. 'a|b' lists alternatives (their text "
           "embeddings are averaged; the display name is 'a'). Same effect as the set_labels service, which "

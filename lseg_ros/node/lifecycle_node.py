@@ -1,0 +1,296 @@
+"""LSegNode: the managed (lifecycle) ROS 2 node, a thin adapter over lseg_ros.model.
+
+States (docs/node.md, "Lifecycle"): unconfigured -> configure (load the weights, encode the labels,
+create the publishers, publish the label map) -> inactive -> activate (subscribe to every camera) ->
+active -> deactivate (unsubscribe, end the frame in hand, keep the model) -> cleanup (free the model
+and GPU memory) -> unconfigured; shutdown from any state. With `autostart` (default) main() drives it
+to active. The pieces: cameras.py (per-camera input), worker.py (one batching inference thread),
+outputs.py (per-camera publishers), labels.py (the label set in force), diagnostics.py.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from lifecycle_msgs.msg import State
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from diagnostic_msgs.msg import DiagnosticArray
+
+from lseg_ros.msg import LabelEntry, LabelMap
+from lseg_ros.srv import SetLabels
+
+from . import diagnostics
+from . import params as P
+from .cameras import CameraInput, FrameSlots, camera_layout
+from .labels import ActiveLabels, LabelState
+from .outputs import CameraOutputs
+from .predictor_setup import StartupError, build_predictor, free_device_memory
+from .qos import latched_profile
+from .worker import InferenceWorker, make_predictor_cancellable
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Parameter value as the table's type: arrays as lists, integers as floats for float parameters."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+        return list(value)
+    if isinstance(P.BY_NAME[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+class LSegNode(LifecycleNode):
+    """See the module docstring and docs/node.md."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("lseg_node", **kwargs)
+        cfg: Dict[str, Any] = {}
+        for p in P.PARAMS:
+            # float parameters also take integers (`max_frame_age: 0`); _coerce makes them floats
+            desc = ParameterDescriptor(description=p.description, additional_constraints=p.constraints,
+                                       dynamic_typing=isinstance(p.default, float))
+            if isinstance(p.default, list) and not p.default:
+                self.declare_parameter(p.name, Parameter.Type.STRING_ARRAY, desc)
+            else:
+                self.declare_parameter(p.name, p.default, desc)
+            try:
+                cfg[p.name] = _coerce(p.name, self.get_parameter(p.name).value)
+            except ParameterUninitializedException:
+                cfg[p.name] = []
+        problems = [f"{n}: {r}" for n, v in cfg.items() if (r := P.validate(n, v))]
+        if problems:
+            raise StartupError("invalid parameters: " + "; ".join(problems))
+        self.cfg = cfg  # replaced, never mutated: a batch reads one snapshot
+        self.predictor = None
+        self.device = "-"
+        self.cameras: List[CameraInput] = []
+        self.outputs: List[CameraOutputs] = []
+        self.slots: Optional[FrameSlots] = None
+        self.timings = diagnostics.Timings()
+        self._warned: set = set()
+        self._last_log = ("", 0.0)
+        self._load_error = ""
+        self._cancel_hooks = None
+        self._pub_labels = None
+        self.labels = LabelState(cfg["labels"], cfg["palette"], self._publish_label_map)
+
+        # Callback groups: input (subscriptions + QoS re-check), labels, diagnostics; inference runs in
+        # the worker thread, outside the executor; transitions and parameters use the default group.
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._label_group = MutuallyExclusiveCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetLabels, "set_labels", self._on_set_labels, callback_group=self._label_group)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_t = time.monotonic()
+        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, callback_group=self._diag_group)
+        self.create_timer(0.5, self._refresh_inputs, callback_group=self._input_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.worker = InferenceWorker(self)
+
+    # ---- state ------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def _configured(self) -> bool:
+        return self._state_machine.current_state[0] in (State.PRIMARY_STATE_INACTIVE, State.PRIMARY_STATE_ACTIVE)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        cfg = self.cfg
+        try:
+            specs = camera_layout(cfg["image_topics"])
+            predictor = build_predictor(cfg, self.get_logger())
+            try:
+                label_set = predictor.encode_labels(self.labels.texts)
+            except (TypeError, ValueError) as e:
+                raise StartupError(f"parameter 'labels' {self.labels.texts}: {e}") from e
+        except (StartupError, ValueError) as e:
+            self._load_error = str(e)
+            self.get_logger().error(f"configure failed: {e}")
+            return FAILURE
+        self._load_error = ""
+        self.predictor, self.device = predictor, str(predictor.device)
+        self._cancel_hooks = make_predictor_cancellable(predictor, self.worker)
+        self._pub_labels = self.create_publisher(LabelMap, "lseg/labels", latched_profile())
+        self.outputs = [CameraOutputs(self, s.output_prefix, cfg["output_depth"], cfg["heatmap_labels"])
+                        for s in specs]
+        self.slots = FrameSlots(len(specs))
+        self.cameras = [CameraInput(self, s, self.slots, self._input_group,
+                                    lambda text: self.warn_once(("reliable", text), text)) for s in specs]
+        self.labels.swap(label_set, cfg["palette"])
+        self.get_logger().info(f"configured: {predictor.net.config.backbone} on {self.device} "
+                               f"({predictor.precision}), labels {list(self.labels.active.names)}")
+        return SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self.worker.cancel.clear()
+        for cam in self.cameras:
+            cam.refresh(self.cfg)
+        outs = ", ".join(f"{c.sub.topic_name} -> {o.prefix}/*" for c, o in zip(self.cameras, self.outputs))
+        self.get_logger().info(f"ready: {outs}, device {self.device}, labels {list(self.labels.active.names)}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_input()
+        self.get_logger().info("deactivated: not processing; the model stays loaded")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model freed")
+        return SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_input()
+        self._release()
+        return SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop_input()
+        self._release()
+        return SUCCESS
+
+    def _stop_input(self) -> None:
+        """Unsubscribe and end the frame in hand (cancelled on the CPU; waited for on CUDA, ms)."""
+        for cam in self.cameras:
+            cam.close()
+        if self.slots is not None:
+            self.slots.clear()
+        self.worker.cancel.set()
+        deadline = time.monotonic() + 5.0
+        while self.worker.busy.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _release(self) -> None:
+        for cam in self.cameras:
+            cam.close()
+        for out in self.outputs:
+            out.close()
+        if self._pub_labels is not None:
+            self.destroy_publisher(self._pub_labels)
+        if self._cancel_hooks is not None:
+            self._cancel_hooks.remove()
+        device = self.device
+        self.cameras, self.outputs, self.slots, self._pub_labels, self._cancel_hooks = [], [], None, None, None
+        with self.labels.lock:
+            self.predictor, self.device = None, "-"
+            self.labels.drop()
+        gc.collect()
+        free_device_memory(device)
+
+    # ---- parameters ---------------------------------------------------------------------------
+    def _on_set_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
+        changes: Dict[str, Any] = {}
+        for prm in parameters:
+            if prm.name not in P.BY_NAME:
+                continue  # use_sim_time, qos_overrides...: not ours
+            value = _coerce(prm.name, prm.value)
+            reason = P.validate(prm.name, value)
+            if reason:
+                return SetParametersResult(successful=False, reason=f"{prm.name}: {reason}")
+            if P.BY_NAME[prm.name].at_configure and value != self.cfg[prm.name] and self._configured():
+                return SetParametersResult(successful=False, reason=(
+                    f"{prm.name} is read at configure: deactivate and clean up the node first "
+                    "(ros2 lifecycle set <node> deactivate, then cleanup), set it, then configure"))
+            changes[prm.name] = value
+        with self.labels.lock:
+            if "labels" in changes and changes["labels"] != self.labels.texts:
+                ok, why = self.labels.set(changes["labels"], self.predictor)
+                if not ok:
+                    return SetParametersResult(successful=False, reason=f"labels: {why}")
+            self.cfg = {**self.cfg, **changes}
+            if "palette" in changes and self.labels.active is not None:
+                self.labels.swap(self.labels.active.label_set, changes["palette"])
+            elif "palette" in changes:
+                self.labels.palette = changes["palette"]
+        if "heatmap_labels" in changes:
+            for out in self.outputs:
+                out.set_heatmaps(changes["heatmap_labels"])
+        return SetParametersResult(successful=True)
+
+    # ---- labels -------------------------------------------------------------------------------
+    def _publish_label_map(self, active: ActiveLabels) -> None:
+        if self._pub_labels is None:
+            return
+        msg = LabelMap()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.version = active.version
+        msg.unlabeled_id = active.unlabeled_id
+        for i, (name, text) in enumerate(zip(active.label_set.names, active.label_set.texts)):
+            r, g, b = (int(c) for c in active.colors[i])
+            msg.entries.append(LabelEntry(class_id=i, name=name, text=text, r=r, g=g, b=b))
+        self._pub_labels.publish(msg)
+
+    def _on_set_labels(self, request: SetLabels.Request, response: SetLabels.Response) -> SetLabels.Response:
+        labels = [str(x) for x in request.labels]
+        with self.labels.lock:
+            try:
+                ok, message = self.labels.set(labels, self.predictor)
+            except Exception as e:  # an answer, never a dead service: the old set stays
+                ok, message = False, f"encoding failed: {type(e).__name__}: {e}"
+            if ok:  # reflect it in the 'labels' parameter (the callback sees no change, no re-encode)
+                result = self.set_parameters([Parameter("labels", Parameter.Type.STRING_ARRAY, labels)])[0]
+                if not result.successful:
+                    self.get_logger().warning(f"labels parameter not updated: {result.reason}")
+            response.labels = self.labels.names_in_force()
+        response.success, response.message = ok, message
+        if ok:
+            self.get_logger().info(f"set_labels {labels}: {message}")
+        else:
+            self.get_logger().warning(f"set_labels {labels} refused: {message}")
+        return response
+
+    # ---- input, worker callbacks, diagnostics -------------------------------------------------
+    def _refresh_inputs(self) -> None:
+        if self._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE:
+            for cam in self.cameras:
+                cam.refresh(self.cfg)
+
+    def warn_once(self, key, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(text)
+
+    def frame_error(self, text: str) -> None:
+        """Logs a bad frame's problem; the same message at most every 2 s."""
+        last, when = self._last_log
+        now = time.monotonic()
+        if text != last or now - when > 2.0:
+            self._last_log = (text, now)
+            self.get_logger().error(text)
+
+    def report_error(self, text: str) -> None:
+        self.timings.error(text)
+        self.frame_error(text)
+
+    def timing(self, frames: int, t_inf: float, t_pub: float) -> None:
+        self.timings.add(frames, t_inf, t_pub)
+
+    def _publish_diagnostics(self) -> None:
+        cfg, active = self.cfg, self.labels.active
+        info = {
+            "precision": getattr(self.predictor, "precision", cfg["precision"]),
+            "model": cfg["weights"] or f"{cfg['model']} (untrained)",
+            "cameras": str(len(self.cameras)),
+            "input_topic": ", ".join(c.sub.topic_name for c in self.cameras if c.sub is not None),
+            "input_reliability": ", ".join(c.reliability or "" for c in self.cameras),
+            "labels": ", ".join(active.names) if active else ", ".join(self.labels.texts),
+            "label_map_version": str(active.version if active else 0),
+        }
+        arr = diagnostics.build(self.get_name(), self.state, self.device, info, self.timings, self._diag_t,
+                                list(self.cameras), self.slots, not cfg["weights"], self._load_error)
+        self._diag_t = time.monotonic()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diag.publish(arr)
+
+    def close(self, timeout: float = 1.5) -> bool:
+        """Stops the worker (cancelling a CPU frame in hand); True when it ended within `timeout`."""
+        return self.worker.join(timeout)

@@ -1,0 +1,96 @@
+"""One camera's outputs: mask, overlay, confidence, heatmaps and class confidences.
+
+Every message carries the camera frame's header and its resolution. Images nobody subscribes to are
+neither computed nor sent; class_confidences goes out for every processed frame.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from lseg_ros.msg import ClassConfidences
+
+from .. import imaging
+from . import params as P
+from .labels import ActiveLabels
+from .qos import output_profile
+from .ros_image import image_msg
+
+
+class CameraOutputs:
+    def __init__(self, node: Node, prefix: str, depth: int, heatmap_labels: List[str]) -> None:
+        self.node, self.prefix, self.depth = node, prefix, depth
+        qos = output_profile(depth)
+        self.mask = node.create_publisher(Image, f"{prefix}/mask", qos)
+        self.overlay = node.create_publisher(Image, f"{prefix}/overlay", qos)
+        self.confidence = node.create_publisher(Image, f"{prefix}/confidence", qos)
+        self.scores = node.create_publisher(ClassConfidences, f"{prefix}/class_confidences", qos)
+        self._lock = threading.Lock()  # heatmap publishers: parameter thread vs worker
+        self.heatmaps: Dict[str, Any] = {}
+        self.set_heatmaps(heatmap_labels)
+
+    def set_heatmaps(self, names: List[str]) -> None:
+        wanted = {n.strip().casefold(): n.strip() for n in names if n.strip()}
+        with self._lock:
+            for key in list(self.heatmaps):
+                if key not in wanted:
+                    self.node.destroy_publisher(self.heatmaps.pop(key))
+            for key, name in wanted.items():
+                if key not in self.heatmaps:
+                    self.heatmaps[key] = self.node.create_publisher(
+                        Image, f"{self.prefix}/heatmap/{P.topic_token(name)}", output_profile(self.depth))
+
+    def wanted_heatmaps(self, names: Tuple[str, ...]) -> Tuple[Dict[str, Tuple[Any, int]], List[str]]:
+        """({key: (publisher, label index)} of subscribed heatmaps, [subscribed names not in the labels])."""
+        heat, missing = {}, []
+        with self._lock:
+            for key, pub in self.heatmaps.items():
+                if pub.get_subscription_count() > 0:
+                    idx = next((i for i, n in enumerate(names) if n.casefold() == key), None)
+                    if idx is None:
+                        missing.append(key)
+                    else:
+                        heat[key] = (pub, idx)
+        return heat, missing
+
+    def publish(self, header, image: np.ndarray, order: str, pred, active: ActiveLabels,
+                heat: Dict[str, Tuple[Any, int]], cfg: Dict[str, Any]) -> None:
+        n = len(active.names)
+        if self.mask.get_subscription_count() > 0 or self.overlay.get_subscription_count() > 0:
+            mask, mono = imaging.class_mask(pred.mask, pred.confidence, n, cfg["min_confidence"])
+            if self.mask.get_subscription_count() > 0:
+                self.mask.publish(image_msg(header, mask, mono))
+            if self.overlay.get_subscription_count() > 0:
+                rgb = image if order == "rgb" else image[:, :, ::-1]
+                vis = imaging.overlay(rgb, mask, active.colors, active.names if cfg["overlay_legend"] else None,
+                                      alpha=cfg["overlay_alpha"],
+                                      banner=None if cfg["weights"] else imaging.UNTRAINED_BANNER)
+                self.overlay.publish(image_msg(header, vis, "rgb8"))
+        if self.confidence.get_subscription_count() > 0:
+            self.confidence.publish(image_msg(header, np.asarray(pred.confidence, np.float32), "32FC1"))
+        for pub, idx in heat.values():
+            try:
+                pub.publish(image_msg(header, np.asarray(pred.probs[idx], np.float32), "32FC1"))
+            except Exception as e:  # a publisher destroyed by a concurrent heatmap_labels change
+                self.node.get_logger().debug(f"heatmap publish skipped: {e}")
+        scores = ClassConfidences()
+        scores.header = header
+        scores.label_set_version = active.version
+        scores.labels = list(active.names)
+        scores.pixel_fraction = np.asarray(pred.pixel_fraction, np.float32).tolist()
+        scores.mean_confidence = np.asarray(pred.mean_confidence, np.float32).tolist()
+        scores.max_confidence = np.asarray(pred.max_confidence, np.float32).tolist()
+        scores.unlabeled_id = active.unlabeled_id
+        scores.min_confidence = float(cfg["min_confidence"])
+        self.scores.publish(scores)
+
+    def close(self) -> None:
+        with self._lock:
+            pubs = [self.mask, self.overlay, self.confidence, self.scores, *self.heatmaps.values()]
+            self.heatmaps = {}
+        for pub in pubs:
+            self.node.destroy_publisher(pub)

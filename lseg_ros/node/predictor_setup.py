@@ -1,0 +1,58 @@
+"""Node parameters -> a Predictor (weights, device, precision, threads), with errors that name the file
+or the setting at fault. No rclpy here: the node passes its logger."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict
+
+
+class StartupError(RuntimeError):
+    """The node cannot serve (weights, device, labels, parameters): the message names the cause."""
+
+
+def build_predictor(cfg: Dict[str, Any], logger) -> Any:
+    """Parameters -> Predictor. Raises StartupError naming the file / device / setting at fault."""
+    weights = os.path.expanduser(cfg["weights"])
+    if weights and not os.path.isfile(weights):  # before importing torch: fail in a second
+        raise StartupError(f"weights file not found: {weights!r} (parameter 'weights')")
+    import torch
+
+    from lseg_ros.model import LSegConfig, LSegNet, Predictor
+
+    if cfg["num_threads"] > 0:
+        torch.set_num_threads(cfg["num_threads"])
+    device = cfg["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            logger.warning("device auto: no CUDA device found, running on the CPU: expect seconds per frame "
+                           "with the full ViT-L/16 model (set device: cpu to silence this warning)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StartupError(f"device {device!r} requested but CUDA is not available on this machine "
+                           "(use device: cpu or auto)")
+    try:
+        if weights:
+            t0 = time.perf_counter()
+            net = LSegNet.from_checkpoint(weights, spatial_block=cfg["spatial_block"] or None,
+                                          block_depth=cfg["block_depth"], activation=cfg["activation"],
+                                          device=device)
+            logger.info(f"loaded weights {weights} in {time.perf_counter() - t0:.1f} s")
+        else:
+            net = LSegNet.from_config(getattr(LSegConfig, cfg["model"])(), device=device)
+            logger.warning(f"NO WEIGHTS (parameter 'weights' is empty): the {cfg['model']} network is UNTRAINED, "
+                           "its masks are meaningless. Set weights: /path/to/demo_e200.ckpt (or the "
+                           "project's .safetensors) for real segmentation.")
+        return Predictor(net, device=device, precision=cfg["precision"], max_side=cfg["max_side"] or None)
+    except StartupError:
+        raise
+    except Exception as e:  # CheckpointError, ValueError (precision/device), OSError, torch errors
+        what = f"cannot load weights {weights!r}" if weights else f"cannot build model {cfg['model']!r}"
+        raise StartupError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+def free_device_memory(device: str) -> None:
+    """Returns cached CUDA memory to the driver once the model's last reference is gone."""
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.empty_cache()

@@ -1,0 +1,148 @@
+"""The inference worker: one thread, one batched forward for the newest frame of every ready camera.
+
+Per batch: take every pending frame (one per camera), drop stale ones (`max_frame_age`) and ones that
+do not decode (named in the log, counted), run `Predictor.predict_batch` once with the label set in
+force, publish each camera's outputs with its own header. An exception inside inference (out of
+memory on a large frame, ...) is reported in /diagnostics and the next batch goes on.
+
+Stopping mid-frame: on the CPU a ViT-L/16 frame takes seconds, so the network gets forward pre-hooks
+on its blocks that raise `Cancelled` once `cancel` is set (a deactivate, cleanup or Ctrl-C then ends
+the frame within one block, ~0.4 s, instead of after the whole forward). Not installed on CUDA,
+where a frame takes milliseconds and hooks would stand in the way of compiled graphs.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from typing import Any, List, Optional
+
+from rclpy.time import Time
+
+from .. import imaging
+
+# decode_image returns read-only views of the message buffer (no copy); torch only reads them.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+class Cancelled(Exception):
+    """Raised inside the network's forward when the worker is asked to stop."""
+
+
+class CancelHooks:
+    """Forward pre-hooks on the image path's blocks (depth 2-3 under `pretrained` and `scratch`)."""
+
+    def __init__(self, net, event: threading.Event) -> None:
+        def check(_module, _inputs):
+            if event.is_set():
+                raise Cancelled()
+        self._handles = []
+        for root in (getattr(net, "pretrained", None), getattr(net, "scratch", None)):
+            if root is None:
+                continue
+            for name, module in root.named_modules():
+                if name and name.count(".") <= 2:
+                    self._handles.append(module.register_forward_pre_hook(check))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+class InferenceWorker:
+    """Runs in its own thread (outside the executor); `node` is the LSegNode adapter."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.stop = threading.Event()
+        self.cancel = threading.Event()  # ends the frame in hand (deactivate, cleanup, shutdown)
+        self.busy = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lseg_worker", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        node = self.node
+        while not self.stop.is_set():
+            items = node.slots.take_all(timeout=0.1) if node.slots is not None else {}
+            if not items:
+                if node.slots is None:
+                    time.sleep(0.05)
+                continue
+            self.busy.set()
+            try:
+                self._batch(items)
+            except Cancelled:
+                pass
+            except Exception as e:  # never let the worker die: report, count, go on
+                if self.stop.is_set() or not node.context.ok():
+                    return
+                node.report_error(f"inference failed: {type(e).__name__}: {e}")
+            finally:
+                self.busy.clear()
+
+    def _batch(self, items) -> None:
+        node = self.node
+        predictor, active, cfg, outputs, slots = node.predictor, node.labels.active, node.cfg, node.outputs, node.slots
+        if predictor is None or active is None or not outputs or self.cancel.is_set():
+            return
+        clock = node.get_clock()
+        frames: List[Any] = []
+        for cam, (msg, kind, t_received) in sorted(items.items()):
+            stamp = Time.from_msg(msg.header.stamp, clock_type=clock.clock_type)
+            age = (clock.now() - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0 else 0.0
+            if cfg["max_frame_age"] > 0 and age > cfg["max_frame_age"]:
+                slots.count(cam, "dropped_stale")
+                node.warn_once("stale", f"dropping frames older than max_frame_age={cfg['max_frame_age']} s "
+                                        f"(this one: {age:.2f} s). If every frame is dropped, the camera's clock "
+                                        "is not the node's: set max_frame_age: 0")
+                continue
+            try:
+                if kind == "compressed":
+                    image, order = imaging.decode_compressed(msg.format, msg.data, cfg["max_image_pixels"])
+                else:
+                    image, order = imaging.decode_image(msg.encoding, msg.height, msg.width, msg.step,
+                                                        bool(msg.is_bigendian), msg.data, cfg["max_image_pixels"])
+            except imaging.ImageError as e:
+                slots.count(cam, "dropped_invalid")
+                node.frame_error(f"dropped frame of {node.cameras[cam].spec.name} (stamp "
+                                 f"{stamp.nanoseconds * 1e-9:.3f}, frame_id '{msg.header.frame_id}'): {e}")
+                continue
+            frames.append((cam, msg.header, image, order, stamp, t_received))
+        if not frames:
+            return
+        names = active.names
+        heat = {}
+        for cam, *_ in frames:
+            heat[cam], missing = outputs[cam].wanted_heatmaps(names)
+            for key in missing:
+                node.warn_once(("heat", key, active.version), f"heatmap label {key!r} is not in the labels {list(names)}")
+        want_probs = sorted({idx for h in heat.values() for _, idx in h.values()})
+        t0 = time.perf_counter()
+        predictor.max_side = cfg["max_side"] or None  # the worker is the predictor's only user
+        preds = predictor.predict_batch([f[2] for f in frames], active.label_set,
+                                        channel_orders=[f[3] for f in frames], want_probs=want_probs or False)
+        t_inf = time.perf_counter() - t0
+        for (cam, header, image, order, stamp, t_received), pred in zip(frames, preds):
+            if self.cancel.is_set():
+                return
+            outputs[cam].publish(header, image, order, pred, active, heat[cam], cfg)
+            done = clock.now()
+            latency = ((done - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0
+                       else time.monotonic() - t_received)
+            slots.count(cam, "processed", latency)
+        node.timing(len(frames), t_inf, time.perf_counter() - t0 - t_inf)
+
+    def join(self, timeout: float) -> bool:
+        """Stops the thread (cancelling the frame in hand); True when it ended within `timeout`."""
+        self.stop.set()
+        self.cancel.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def make_predictor_cancellable(predictor, worker: InferenceWorker) -> Optional[CancelHooks]:
+    """Hooks for mid-frame stops on the CPU (see the module docstring); None on CUDA."""
+    if getattr(predictor.device, "type", "cpu") != "cpu":
+        return None
+    return CancelHooks(predictor.net, worker.cancel)
