@@ -183,6 +183,7 @@ class TestNode:
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
+        self._thread.join(timeout=2.0)  # a spinning thread left at interpreter exit aborts the process
         self.node.destroy_node()
 
 
