@@ -4,8 +4,10 @@ A new bag gets every original connection and message (copied raw, untouched) plu
 segmented image topic ``T``: ``T/lseg/mask`` (sensor_msgs/Image mono8, or mono16 above 255
 labels), ``T/lseg/overlay`` (rgb8) and ``T/lseg/class_confidences`` (lseg_ros/msg/
 ClassConfidences), each stamped with the input header and written at the input's bag time.
-The ClassConfidences type is not in rosbags' typestore: it is registered from the package's
-``msg/ClassConfidences.msg``.
+With 3D outputs (``bag3d``): ``T/lseg/points`` (sensor_msgs/PointCloud2), ``T/lseg/features``
+(lseg_ros/msg/DenseFeatures) and ``/lseg/labels`` (lseg_ros/msg/LabelMap with the labels' text
+embeddings). The lseg_ros types are not in rosbags' typestore: they are registered from the
+package's ``msg/*.msg`` files.
 """
 from __future__ import annotations
 
@@ -19,24 +21,40 @@ log = logging.getLogger(__name__)
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+DEPTH_TYPE = IMAGE_TYPE
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+POINTS_TYPE = "sensor_msgs/msg/PointCloud2"
 CONFIDENCES_TYPE = "lseg_ros/msg/ClassConfidences"
+FEATURES_TYPE = "lseg_ros/msg/DenseFeatures"
+LABEL_MAP_TYPE = "lseg_ros/msg/LabelMap"
+LABEL_ENTRY_TYPE = "lseg_ros/msg/LabelEntry"
+_OWN_TYPES = (CONFIDENCES_TYPE, FEATURES_TYPE, LABEL_ENTRY_TYPE, LABEL_MAP_TYPE)
 
 
 def typestore():
-    """The Kilted typestore with lseg_ros/msg/ClassConfidences registered."""
+    """The Kilted typestore with the lseg_ros messages (ClassConfidences, DenseFeatures,
+    LabelEntry, LabelMap) registered from their .msg files."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_KILTED)
-    store.register(get_types_from_msg(confidences_msg_text(), CONFIDENCES_TYPE))
+    types = {}
+    for name in _OWN_TYPES:
+        types.update(get_types_from_msg(msg_text(name.rsplit("/", 1)[1] + ".msg"), name))
+    store.register(types)
     return store
 
 
-def confidences_msg_text() -> str:
-    """Text of ClassConfidences.msg: from the installed share folder or the source tree."""
-    for path in _msg_candidates("ClassConfidences.msg"):
+def msg_text(filename: str) -> str:
+    """Text of one of the package's .msg files: from the installed share folder or the source tree."""
+    for path in _msg_candidates(filename):
         if path.is_file():
             return path.read_text(encoding="utf-8")
-    raise FileNotFoundError("ClassConfidences.msg not found in share/lseg_ros/msg or the source tree's msg/")
+    raise FileNotFoundError(f"{filename} not found in share/lseg_ros/msg or the source tree's msg/")
+
+
+def confidences_msg_text() -> str:
+    """Text of ClassConfidences.msg."""
+    return msg_text("ClassConfidences.msg")
 
 
 def _msg_candidates(name: str):

@@ -4,7 +4,8 @@ Inference follows the model library's ``Predictor`` (reference §4: argmax over 
 the logits; softmax only for the confidences). Outputs per image: ``<stem>_mask.png`` (class
 ids, uint8, or uint16 above 255 labels; ``unlabeled`` for pixels below --min-confidence),
 ``<stem>_overlay.png`` and ``<stem>_scores.json``; per video the overlay video and a JSON-lines
-score file; per bag a new bag (see ``bagio``).
+score file; per bag a new bag (see ``bagio``), with a semantic point cloud when the bag has depth
+and camera_info, and dense features on request (see ``bag3d``, docs/3d.md).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 from lseg_ros import imaging
-from lseg_ros.tools import bagio
+from lseg_ros.tools import bag3d, bagio
 from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, parse_label_args, progress
 from lseg_ros.tools.data import IMAGE_EXTS, DataError, read_image
 
@@ -43,8 +44,8 @@ class Segmenter:
         self.min_confidence = float(min_confidence)
         self.unlabeled = imaging.unlabeled_id(num_labels)
 
-    def __call__(self, rgb: np.ndarray):
-        pred = self.predict(rgb)
+    def __call__(self, rgb: np.ndarray, features_stride: int | None = None):
+        pred = self.predict(rgb) if features_stride is None else self.predict(rgb, features_stride=features_stride)
         mask, _ = imaging.class_mask(pred.mask, pred.confidence, self.num_labels, self.min_confidence)
         return mask, pred
 
@@ -174,11 +175,14 @@ def segment_video(path: Path, out_dir: Path, seg: Segmenter, every: int = 1,
 
 
 def segment_bag(src: Path, dst: Path, topics: list[str] | None, seg: Segmenter,
-                storage: str | None = None, max_frames: int | None = None) -> dict[str, int]:
-    """Copy ``src`` to a new bag ``dst`` with mask/overlay/class-confidence topics added.
+                storage: str | None = None, max_frames: int | None = None,
+                opts3d: bag3d.Options3D | None = None) -> dict[str, bag3d.TopicCounts]:
+    """Copy ``src`` to a new bag ``dst`` with mask/overlay/class-confidence topics added, and the
+    3D outputs that ``opts3d`` asks for and the bag allows (``bag3d``).
 
-    Returns frames segmented per image topic.
+    Returns per image topic the frames segmented and the 3D outputs written.
     """
+    opts3d = opts3d or bag3d.Options3D()
     from rosbags.rosbag2 import Reader, Writer
 
     store = bagio.typestore()
@@ -194,9 +198,10 @@ def segment_bag(src: Path, dst: Path, topics: list[str] | None, seg: Segmenter,
         image_topics = sorted(c.topic for c in reader.connections
                               if c.msgtype in (bagio.IMAGE_TYPE, bagio.COMPRESSED_TYPE))
         if not topics:
-            if len(image_topics) != 1:
+            colour = [t for t in image_topics if "depth" not in t.lower()]
+            if len(colour) != 1:
                 raise ToolError(f"{src}: give --topic; image topics in the bag: {image_topics or 'none'}")
-            topics = image_topics
+            topics = colour
         for t in topics:
             if t not in by_topic:
                 raise ToolError(f"{src}: no topic {t!r}; image topics: {image_topics or 'none'}; "
@@ -223,20 +228,38 @@ def segment_bag(src: Path, dst: Path, topics: list[str] | None, seg: Segmenter,
                            writer.add_connection(f"{t}/lseg/overlay", bagio.IMAGE_TYPE, typestore=store),
                            writer.add_connection(f"{t}/lseg/class_confidences", bagio.CONFIDENCES_TYPE,
                                                  typestore=store))
+            types = {t: c.msgtype for t, c in by_topic.items()}
+            cams = {t: bag3d.Camera3D(t, d, i, opts3d, seg.unlabeled, writer, store)
+                    for t, (d, i) in zip(topics, bag3d.resolve_topics(topics, types, opts3d))}
+            depth_of = {c.depth_topic: c for c in cams.values() if c.depth_topic}
+            info_of = {c.info_topic: c for c in cams.values() if c.info_topic}
+            labels_conn = writer.add_connection("/lseg/labels", bagio.LABEL_MAP_TYPE, typestore=store) \
+                if opts3d.features else None
             total = sum(by_topic[t].msgcount for t in topics)
-            counts = {t: 0 for t in topics}
+            counts = {t: cams[t].counts for t in topics}
             mono = "mono8" if seg.unlabeled == 255 else "mono16"
+            stride = opts3d.features_stride if opts3d.features else None
+            stamp = 0
             with progress(total=total, desc="frames", unit="frame") as bar:
                 for conn, stamp, raw in reader.messages():
                     writer.write(conn_map[conn.id], stamp, raw)
-                    if conn.topic not in outs or (max_frames and counts[conn.topic] >= max_frames):
+                    if conn.topic in depth_of:
+                        depth_of[conn.topic].on_depth(store.deserialize_cdr(raw, conn.msgtype), stamp)
+                    if conn.topic in info_of:
+                        info_of[conn.topic].on_camera_info(store.deserialize_cdr(raw, conn.msgtype))
+                    if conn.topic not in outs or (max_frames and counts[conn.topic].frames >= max_frames):
                         continue
                     msg = store.deserialize_cdr(raw, conn.msgtype)
                     try:
                         rgb = bagio.image_msg_to_rgb(msg, conn.msgtype)
                     except ValueError as e:
                         raise ToolError(f"{src}: {conn.topic} at t={stamp}: {e}") from None
-                    mask, pred = seg(rgb)
+                    mask, pred = seg(rgb, stride)
+                    if labels_conn is not None:     # once: the labels' text embeddings for feature users
+                        header = store.types["std_msgs/msg/Header"](stamp=msg.header.stamp, frame_id="")
+                        writer.write(labels_conn, stamp, store.serialize_cdr(bag3d.label_map_msg(
+                            store, header, pred.labels, seg.colors, seg.unlabeled), bagio.LABEL_MAP_TYPE))
+                        labels_conn = None
                     m_conn, o_conn, c_conn = outs[conn.topic]
                     writer.write(m_conn, stamp, store.serialize_cdr(
                         bagio.make_image_msg(store, msg.header, mask, mono), bagio.IMAGE_TYPE))
@@ -247,8 +270,11 @@ def segment_bag(src: Path, dst: Path, topics: list[str] | None, seg: Segmenter,
                         store, msg.header, pred.labels.names, pred.labels.version, pred.pixel_fraction,
                         pred.mean_confidence, pred.max_confidence, seg.unlabeled, seg.min_confidence)
                     writer.write(c_conn, stamp, store.serialize_cdr(conf, bagio.CONFIDENCES_TYPE))
-                    counts[conn.topic] += 1
+                    cams[conn.topic].on_frame(msg.header, rgb, mask, pred, stamp)
+                    counts[conn.topic].frames += 1
                     bar.update(1)
+            for cam in cams.values():
+                cam.finish(stamp)
         except BaseException:
             # no half-written bag under the requested name: it would look like a whole result
             try:
@@ -293,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the reference multi-scale + flip protocol (reference §4; slow)")
     p.add_argument("--max-side", type=int, default=None,
                    help="single pass: shrink so the long side is at most this (default: full size)")
+    bag3d.add_args(p)
     add_common_args(p)
     return p
 
@@ -305,7 +332,7 @@ def make_segmenter(args, labels: list[str]) -> Segmenter:
     pred = Predictor(net, device=args.device, precision=args.precision, max_side=args.max_side)
     label_set = pred.encode_labels(labels)
     kwargs = {"protocol": "reference"} if args.multiscale else {}
-    return Segmenter(lambda rgb: pred.predict(rgb, label_set, channel_order="rgb", **kwargs),
+    return Segmenter(lambda rgb, **kw: pred.predict(rgb, label_set, channel_order="rgb", **kwargs, **kw),
                      len(labels), args.min_confidence, list(label_set.names), not args.no_legend,
                      banner=imaging.UNTRAINED_BANNER if net.untrained else None)
 
@@ -317,11 +344,19 @@ def _run(args) -> int:
     bags = [p for p, k in kinds if k == "bag"]
     if bags and len(args.inputs) > 1:
         raise ToolError("a bag is segmented on its own: give one bag and -o NEW_BAG_PATH")
+    opts3d = bag3d.options_from_args(args)
     seg = make_segmenter(args, labels)
     if bags:
-        counts = segment_bag(bags[0], args.output, args.topic, seg, args.storage, args.max_frames)
-        for t, n in counts.items():
-            print(f"{t}: {n} frames segmented -> {t}/lseg/{{mask,overlay,class_confidences}}")
+        counts = segment_bag(bags[0], args.output, args.topic, seg, args.storage, args.max_frames, opts3d)
+        for t, c in counts.items():
+            print(f"{t}: {c.frames} frames segmented -> {t}/lseg/{{mask,overlay,class_confidences}}")
+            if c.points or c.unpaired or c.errors or c.no_camera_info:
+                print(f"{t}: {c.points} point clouds -> {t}/lseg/points; {c.unpaired} frames without depth of "
+                      f"their stamp, {c.no_camera_info} before any camera_info, {c.errors} refused"
+                      + (f" (last: {c.last_error})" if c.errors else "")
+                      + (" (stamps differ? --pair-tolerance-ms)" if c.unpaired and not c.points else ""))
+            if c.features:
+                print(f"{t}: {c.features} feature grids -> {t}/lseg/features; label embeddings -> /lseg/labels")
         print(f"wrote {args.output}")
         return 0
     images: list[Path] = []
