@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ros_harness import TINY, NodeProcess, TestNode, child_pids, image_msg, photo, wait_for
+from ros_harness import TINY, NodeProcess, TestNode, child_pids, diagnostics_counter, image_msg, photo, wait_for
 
 SIGNALS: Dict[str, List[int]] = {
     "sigint": [signal.SIGINT],
@@ -81,29 +81,28 @@ def _phase(log: str) -> str:
         return "active"
     if "configured:" in log:
         return "configured"
-    if log.strip():
-        return "starting (rclpy up)"
-    return "starting (importing)"
+    return "starting (logged)" if log.strip() else "starting (nothing logged)"
 
 
 class Scenario:
     """One lseg_node process, named and namespaced `name`, driven to a state by the test node `t`."""
 
-    def __init__(self, env: Dict[str, str], t: TestNode, name: str, params=()) -> None:
+    def __init__(self, env: Dict[str, str], t: TestNode, name: str, params=TINY) -> None:
         self.t, self.name, self.ns = t, name, f"/{name}"
-        self.node = NodeProcess(env, params=TINY + ("diagnostics_period:=0.5",) + tuple(params), params_file=False,
+        self.node = NodeProcess(env, params=("diagnostics_period:=0.5",) + tuple(params), params_file=False,
                                 ros_args=("-r", f"__node:={name}", "-r", f"__ns:={self.ns}"))
         self.pending: Any = None  # a service future in flight at the signal
+        self.phase_note = ""  # what the preparation saw (e.g. frame received, no output yet)
 
     # -- states ---------------------------------------------------------------------------------
-    def wait_active(self, timeout: float = 120.0) -> None:
+    def wait_active(self, timeout: float = 300.0) -> None:
         topic = f"{self.ns}/image"
         wait_for(lambda: self.t.node.count_subscribers(topic) > 0 or self.node.proc.poll() is not None,
                  timeout, f"{self.name} subscribed to {topic}")
         assert self.node.proc.poll() is None, f"{self.name} exited early:\n{self.node.log()}"
 
-    def mid_frame(self) -> None:
-        """Publishes a BIG_SIDE x BIG_SIDE photo and returns once the node has had it for a while."""
+    def mid_frame(self, side: int = BIG_SIDE) -> None:
+        """Publishes a side x side photo and returns once the node has had it for a while."""
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
@@ -111,9 +110,12 @@ class Scenario:
         pub = self.t.node.create_publisher(Image, f"{self.ns}/image",
                                            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         wait_for(lambda: pub.get_subscription_count() > 0, 20, "big-frame publisher matched")
-        big = np.ascontiguousarray(np.tile(photo(512, 512), (BIG_SIDE // 512, BIG_SIDE // 512, 1)))
+        big = photo(side, side) if side < 1024 else np.ascontiguousarray(np.tile(photo(512, 512), (side // 512, side // 512, 1)))
         pub.publish(image_msg(big, "rgb8", self.t.node.get_clock().now().to_msg(), frame_id="big"))
-        time.sleep(2.0)  # transfer (12 MB) and conversion; the inference then takes seconds
+        diag = lambda key: diagnostics_counter(self.t.messages("/diagnostics"), self.name, key) or 0  # noqa: E731
+        wait_for(lambda: diag("frames_received") >= 1, 30, f"{self.name} received the big frame")
+        time.sleep(1.0)  # conversion done, inference (seconds at 2048x2048) under way
+        self.phase_note = "frame in hand" if diag("frames_processed") == 0 else "frame already processed"
 
     def mid_label_switch(self, n: int = 1000) -> None:
         """Sends set_labels with n labels (seconds of text encoding) and returns while it is in flight."""
@@ -148,7 +150,7 @@ class Scenario:
     # -- the signal -----------------------------------------------------------------------------
     def signal(self, state: str, sig_name: str) -> Outcome:
         proc = self.node.proc
-        phase = _phase(self.node.log())
+        phase = _phase(self.node.log()) + (f", {self.phase_note}" if self.phase_note else "")
         if proc.poll() is not None:
             return Outcome(state, sig_name, proc.returncode, 0.0, phase, note="exited before the signal",
                            log_path=str(self.node.log_path))
@@ -182,13 +184,21 @@ class Scenario:
 
 
 def _prepare(sc: Scenario, state: str) -> None:
-    if state.startswith("starting"):
-        time.sleep(float(state.split("_")[1].rstrip("s")))  # e.g. starting_1.0s
+    if state == "starting_configure":  # the node object exists, autostart is building the model
+        wait_for(lambda: sc.name in sc.t.node.get_node_names() or sc.node.proc.poll() is not None, 120,
+                 f"{sc.name} in the ROS graph", period=0.01)
+        sc.phase_note = "node in the ROS graph"
+    elif state.startswith("starting"):
+        time.sleep(float(state.split("_")[1].rstrip("s")))  # e.g. starting_1.0s: importing
     elif state == "idle":
         sc.wait_active()
         time.sleep(0.5)
     elif state == "mid_frame":
         sc.mid_frame()
+    elif state == "vitl16_building":
+        time.sleep(8.0)  # imports done (~5 s), the ViT-L/16 + CLIP text build under way (tens of seconds)
+    elif state == "vitl16_mid_frame":
+        sc.mid_frame(480)  # one ViT-L/16 forward on the CPU: 10-30 s
     elif state == "mid_label_switch":
         sc.mid_label_switch()
     elif state.startswith("lifecycle_"):
@@ -197,16 +207,20 @@ def _prepare(sc: Scenario, state: str) -> None:
         raise ValueError(f"unknown state {state!r}")
 
 
-STATES = ("starting_1.0s", "starting_3.0s", "idle", "mid_frame", "mid_label_switch",
+STATES = ("starting_1.0s", "starting_configure", "idle", "mid_frame", "mid_label_switch",
           "lifecycle_unconfigured", "lifecycle_configuring", "lifecycle_inactive")
+# The real-size model (untrained ViT-L/16, ~1.5 GB per process): benchmarks/shutdown_times.py --states ...
+HEAVY_STATES = ("vitl16_building", "vitl16_mid_frame")
 
 
 def params_for(state: str) -> tuple:
     if state == "mid_frame":
-        return ("max_side:=0", f"max_image_pixels:={BIG_SIDE * BIG_SIDE}")
+        return TINY + ("max_side:=0", f"max_image_pixels:={BIG_SIDE * BIG_SIDE}")
     if state.startswith("lifecycle_"):
-        return ("autostart:=false",)
-    return ()
+        return TINY + ("autostart:=false",)
+    if state.startswith("vitl16_"):
+        return ("model:=vitl16", "device:=cpu", "num_threads:=1")
+    return TINY
 
 
 def run_round(env: Dict[str, str], t: TestNode, state: str, signals=tuple(SIGNALS), tag: str = "") -> List[Outcome]:
@@ -222,6 +236,9 @@ def run_round(env: Dict[str, str], t: TestNode, state: str, signals=tuple(SIGNAL
             return out
         return sc.signal(state, sig_name)
 
+    if "/diagnostics" not in t.received:
+        from diagnostic_msgs.msg import DiagnosticArray
+        t.subscribe("/diagnostics", DiagnosticArray)
     with ThreadPoolExecutor(len(signals)) as pool:
         return list(pool.map(one, signals))
 
