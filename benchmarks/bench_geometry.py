@@ -5,7 +5,11 @@ semantic point cloud at decimations 1/2/4 (unorganized and organized), the Point
 and dense-feature packing at stride 16 and 2. One process, one thread; figures from a shared
 machine are ratios at best.
 
-    .venv/bin/python benchmarks/bench_geometry.py [--height 480 --width 640 --repeat 30]
+    .venv/bin/python benchmarks/bench_geometry.py [--height 480 --width 640 --repeat 30] [--model tiny_vit]
+
+--model also times the model library's Predictor.predict on the same frame (untrained weights of
+that config, CPU, 20 labels), without and with features_stride=16, and prints the 3D costs as a
+share of it (issue 11's budget: <= 15 % each at 480x640, k=1, tiny model, this CPU).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--model", help="also time Predictor.predict with this config (e.g. tiny_vit)")
     args = ap.parse_args()
     h, w = args.height, args.width
     rng = np.random.default_rng(0)
@@ -79,9 +84,34 @@ def main() -> None:
     n = g.semantic_cloud(depth, intr, rgb, mask, conf, max_range=5.0).width
     print(f"lseg_ros.geometry at {w}x{h}, {n} valid points at k=1 (best / median ms of {args.repeat}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
+    results = {}
     for name, fn in rows:
         best, med = timed(fn, args.repeat)
+        results[name] = best
         print(f"  {name:40s} {best:7.2f} {med:7.2f}")
+    if args.model:
+        model_share(args, rgb, results)
+
+
+def model_share(args, rgb: np.ndarray, results: dict) -> None:
+    """The model's per-frame time on the same frame and the 3D parts as a share of it."""
+    import torch
+
+    from lseg_ros.model import Predictor
+    from lseg_ros.tools.common import load_net
+
+    torch.set_num_threads(1)
+    pred = Predictor(load_net(None, args.model, "cpu"), device="cpu")
+    labels = pred.encode_labels([f"class {i}" for i in range(20)])
+    repeat = max(3, args.repeat // 6)
+    plain, plain_med = timed(lambda: pred.predict(rgb, labels), repeat)
+    with_f, with_f_med = timed(lambda: pred.predict(rgb, labels, features_stride=16), repeat)
+    print(f"  {'Predictor.predict ' + args.model:40s} {plain:7.2f} {plain_med:7.2f}")
+    print(f"  {'  ... with features_stride=16':40s} {with_f:7.2f} {with_f_med:7.2f}")
+    cloud = results["cloud k=1 + data bytes"]            # best times: the least disturbed by other load
+    feats = results[next(k for k in results if k.startswith("features stride 16"))]
+    print(f"  share of predict: cloud k=1 + bytes {100 * cloud / plain:.1f} %, features stride 16 "
+          f"{100 * ((with_f - plain) + feats) / plain:.1f} % (model side {with_f - plain:.2f} ms + packing)")
 
 
 if __name__ == "__main__":
