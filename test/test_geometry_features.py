@@ -76,3 +76,23 @@ def test_dense_features_message_round_trip():
     dim, flat = pack_embeddings(np.eye(3, 4, dtype=np.float32))
     lm = deserialize_message(serialize_message(LabelMap(embedding_dim=dim, embeddings=flat)), LabelMap)
     np.testing.assert_array_equal(unpack_embeddings(lm.embedding_dim, lm.embeddings), np.eye(3, 4))
+
+
+def test_packs_the_model_librarys_features():
+    """Prediction.features of the tiny model (the contract: (C, ceil(H/s), ceil(W/s)) float16, unit
+    norm) packs into the documented HWC layout, cell for cell."""
+    pytest.importorskip("torch", reason="torch (the model library) is not installed")
+    from lseg_ros.model import LSegConfig, LSegNet, Predictor
+
+    pred = Predictor(LSegNet.from_config(LSegConfig.tiny_vit()), device="cpu")
+    labels = pred.encode_labels(["wall", "floor"])
+    rgb = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    out = pred.predict(rgb, labels, features_stride=16)
+    f = out.features
+    assert f.dtype == np.float16 and f.shape == (pred.net.config.out_dim, 4, 5)
+    np.testing.assert_allclose(np.linalg.norm(f.astype(np.float32), axis=0), 1.0, atol=5e-3)
+    p = pack_features(f, 16, rgb.shape[:2])
+    back = unpack_features(p.height, p.width, p.channels, p.encoding, p.data)
+    np.testing.assert_array_equal(back, f.transpose(1, 2, 0))
+    dim, flat = pack_embeddings(labels.embeddings.cpu().numpy())
+    assert dim == f.shape[0] and flat.size == 2 * dim
