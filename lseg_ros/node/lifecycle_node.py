@@ -23,8 +23,9 @@ from rclpy.parameter import Parameter
 from diagnostic_msgs.msg import DiagnosticArray
 
 from lseg_ros.msg import LabelEntry, LabelMap
-from lseg_ros.srv import SetLabels
+from lseg_ros.srv import EncodeTexts, SetLabels
 
+from ..geometry.features import pack_embeddings
 from . import diagnostics
 from . import params as P
 from .cameras import CameraInput, FrameSlots, camera_layout
@@ -87,6 +88,7 @@ class LSegNode(LifecycleNode):
         self._label_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetLabels, "set_labels", self._on_set_labels, callback_group=self._label_group)
+        self.create_service(EncodeTexts, "encode_texts", self._on_encode_texts, callback_group=self._label_group)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_t = time.monotonic()
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, callback_group=self._diag_group)
@@ -227,6 +229,8 @@ class LSegNode(LifecycleNode):
         for i, (name, text) in enumerate(zip(active.label_set.names, active.label_set.texts)):
             r, g, b = (int(c) for c in active.colors[i])
             msg.entries.append(LabelEntry(class_id=i, name=name, text=text, r=r, g=g, b=b))
+        msg.embedding_dim, flat = pack_embeddings(active.label_set.embeddings.float().cpu().numpy())
+        msg.embeddings = flat
         self._pub_labels.publish(msg)
 
     def _on_set_labels(self, request: SetLabels.Request, response: SetLabels.Response) -> SetLabels.Response:
@@ -246,6 +250,34 @@ class LSegNode(LifecycleNode):
             self.get_logger().info(f"set_labels {labels}: {message}")
         else:
             self.get_logger().warning(f"set_labels {labels} refused: {message}")
+        return response
+
+    def _on_encode_texts(self, request: EncodeTexts.Request, response: EncodeTexts.Response) -> EncodeTexts.Response:
+        """Embeddings of any texts with the labels' encoder, templates and '|' averaging; the labels in
+        force stay. Needs the model: refused (with the reason) while unconfigured."""
+        texts, templates = [str(x) for x in request.texts], [str(x) for x in request.templates] or None
+        predictor = self.predictor
+        response.success, response.dim = False, 0
+        if predictor is None:
+            response.message = f"no model loaded (lifecycle state {self.state}): configure the node first"
+        elif not texts:
+            response.message = "texts is empty: give at least one text"
+        elif len(texts) > P.MAX_LABELS:
+            response.message = f"{len(texts)} texts: at most {P.MAX_LABELS} per request"
+        else:
+            t0 = time.perf_counter()
+            try:
+                encoded = predictor.encode_labels(texts, templates)
+            except (TypeError, ValueError) as e:
+                response.message = str(e)
+            else:
+                response.dim, flat = pack_embeddings(encoded.embeddings.float().cpu().numpy())
+                response.embeddings = flat
+                response.names = list(encoded.names)
+                response.success = True
+                response.message = f"{len(texts)} texts encoded in {1000 * (time.perf_counter() - t0):.0f} ms"
+        if not response.success:
+            self.get_logger().warning(f"encode_texts {texts[:5]} refused: {response.message}")
         return response
 
     # ---- input, worker callbacks, diagnostics -------------------------------------------------

@@ -12,9 +12,10 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from lseg_ros.msg import ClassConfidences
+from lseg_ros.msg import ClassConfidences, DenseFeatures
 
 from .. import imaging
+from ..geometry.features import pack_features
 from . import params as P
 from .labels import ActiveLabels
 from .qos import output_profile
@@ -29,6 +30,7 @@ class CameraOutputs:
         self.overlay = node.create_publisher(Image, f"{prefix}/overlay", qos)
         self.confidence = node.create_publisher(Image, f"{prefix}/confidence", qos)
         self.scores = node.create_publisher(ClassConfidences, f"{prefix}/class_confidences", qos)
+        self.features = node.create_publisher(DenseFeatures, f"{prefix}/features", qos)
         self._lock = threading.Lock()  # heatmap publishers: parameter thread vs worker
         self.heatmaps: Dict[str, Any] = {}
         self.set_heatmaps(heatmap_labels)
@@ -77,6 +79,13 @@ class CameraOutputs:
                 pub.publish(image_msg(header, np.asarray(pred.probs[idx], np.float32), "32FC1"))
             except Exception as e:  # a publisher destroyed by a concurrent heatmap_labels change
                 self.node.get_logger().debug(f"heatmap publish skipped: {e}")
+        if pred.features is not None and self.features.get_subscription_count() > 0:
+            packed = pack_features(pred.features, cfg["features_stride"], image.shape[:2])
+            msg = DenseFeatures(header=header, label_set_version=active.version, **{
+                k: getattr(packed, k) for k in ("height", "width", "channels", "stride", "image_height",
+                                                "image_width", "encoding")})
+            msg.data = packed.data
+            self.features.publish(msg)
         scores = ClassConfidences()
         scores.header = header
         scores.label_set_version = active.version
@@ -90,7 +99,7 @@ class CameraOutputs:
 
     def close(self) -> None:
         with self._lock:
-            pubs = [self.mask, self.overlay, self.confidence, self.scores, *self.heatmaps.values()]
+            pubs = [self.mask, self.overlay, self.confidence, self.scores, self.features, *self.heatmaps.values()]
             self.heatmaps = {}
         for pub in pubs:
             self.node.destroy_publisher(pub)

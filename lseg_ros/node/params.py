@@ -133,6 +133,9 @@ PARAMS: Tuple[Param, ...] = (
           _choice(*PALETTES)),
     Param("overlay_alpha", 0.5, "Opacity of the mask colours in lseg/overlay.", _range(0.0, 1.0)),
     Param("overlay_legend", True, "Draw the label legend into lseg/overlay.", None),
+    Param("features_stride", 16, "Input pixels per cell of lseg/features (the per-pixel 512-d image embeddings, "
+          "float16; computed only while subscribed): 16 gives 30x40 cells for 480x640; 2 is the network's "
+          "own output resolution.", _range(1, 64)),
     Param("heatmap_labels", [], "Labels (display names) that get a 32FC1 probability map on "
           "lseg/heatmap/<name> (name lower-cased, non-alphanumerics replaced by '_').", _heatmap_labels),
     # --- input ---

@@ -120,8 +120,10 @@ class InferenceWorker:
         want_probs = sorted({idx for h in heat.values() for _, idx in h.values()})
         t0 = time.perf_counter()
         predictor.max_side = cfg["max_side"] or None  # the worker is the predictor's only user
+        want_features = any(outputs[cam].features.get_subscription_count() > 0 for cam, *_ in frames)
         preds = predictor.predict_batch([f[2] for f in frames], active.label_set,
-                                        channel_orders=[f[3] for f in frames], want_probs=want_probs or False)
+                                        channel_orders=[f[3] for f in frames], want_probs=want_probs or False,
+                                        features_stride=cfg["features_stride"] if want_features else None)
         t_inf = time.perf_counter() - t0
         for (cam, header, image, order, stamp, t_received), pred in zip(frames, preds):
             if self.cancel.is_set():
