@@ -93,3 +93,30 @@ def test_bad_arguments():
         StampPairer(tolerance_ns=-1)
     with pytest.raises(ValueError, match="capacity"):
         StampPairer(capacity=0)
+
+
+def test_hold_keeps_the_depth_of_a_frame_in_flight():
+    """The worker holds a colour stamp while the model runs (seconds on a CPU); 30 Hz depth keeps
+    coming; the held stamp's depth (arrived before or during the hold) is still there after."""
+    p = StampPairer(tolerance_ns=0, capacity=3)
+    p.add_depth(100, "d100")
+    p.hold(100)
+    p.hold(200)                                  # its depth arrives during inference
+    for t in range(101, 131):
+        p.add_depth(t if t != 120 else 200, t)
+    assert p.counters()["buffered"] == 3 + 2     # capacity + the two held ones (100, 200)
+    assert p.lookup(100) == "d100" and p.lookup(200) == 120
+    for t in range(131, 140):
+        p.add_depth(t, t)
+    assert p.lookup(100) is None                 # released: evicted like any other
+    near = StampPairer(tolerance_ns=2, capacity=3)
+    near.hold(100)
+    for t in range(95, 130):
+        near.add_depth(t, t)
+    assert near.counters()["buffered"] == 3 + 5  # 98..102 are all within the held stamp's tolerance
+    assert near.lookup(100) == 100
+    unheld = StampPairer(capacity=3)
+    unheld.add_depth(100, "d100")
+    for t in range(101, 131):
+        unheld.add_depth(t, t)
+    assert unheld.lookup(100) is None

@@ -3,8 +3,11 @@
 An RGB-D driver stamps a colour frame and its aligned depth frame alike, so the exact stamp is the
 rule; separate cameras (or drivers that stamp on receipt) need a tolerance. Two ways to use it:
 
-* live (lseg_node): `add_depth` from the depth callback, `lookup(stamp)` when a colour frame has
-  been segmented (the depth of that stamp has long arrived by then);
+* live (lseg_node): `add_depth` from the depth callback; `hold(stamp)` when the worker takes a
+  colour frame, `lookup(stamp)` once it has been segmented (the depth of that stamp has arrived by
+  then). `hold` keeps the depth frames within the tolerance of that stamp out of the eviction
+  while the model runs: a ViT-L frame on a CPU takes seconds, far longer than a 30-frame buffer of
+  30 Hz depth lasts;
 * streaming (lseg-segment, bag order): `add_color` and `add_depth` both return the pairs they
   complete; a colour frame waits until a depth stamp at or past stamp + tolerance has been seen
   (no nearer one can come after it, depth arriving in stamp order), and `flush` ends the stream.
@@ -39,6 +42,7 @@ class StampPairer:
         self._stamps: List[int] = []              # depth stamps, sorted
         self._depth: Dict[int, Any] = {}          # stamp -> depth item
         self._used: set = set()                   # depth stamps paired at least once
+        self._held: Deque[int] = deque(maxlen=capacity)   # colour stamps in flight (hold .. lookup)
         self._colors: Deque[Tuple[int, Any]] = deque()
         self._lock = threading.Lock()
         self.paired = 0
@@ -53,14 +57,26 @@ class StampPairer:
             if stamp not in self._depth:
                 bisect.insort(self._stamps, stamp)
             self._depth[stamp] = item
-            while len(self._stamps) > self.capacity:
-                old = self._stamps.pop(0)
+            while len(self._stamps) - self._protected() > self.capacity:
+                old = self._stamps.pop(next(j for j, s in enumerate(self._stamps) if not self._is_held(s)))
                 self._depth.pop(old)
                 if old in self._used:
                     self._used.discard(old)
                 else:
                     self.depth_unused += 1
             return self._resolve(final=False)
+
+    def _is_held(self, stamp: int) -> bool:
+        return any(abs(stamp - h) <= self.tolerance_ns for h in self._held)
+
+    def _protected(self) -> int:
+        return sum(1 for s in self._stamps if self._is_held(s)) if self._held else 0
+
+    def hold(self, stamp: int) -> None:
+        """Keep the depth frames within the tolerance of `stamp` buffered until `lookup(stamp)`
+        (at most `capacity` stamps held; the oldest hold lapses first)."""
+        with self._lock:
+            self._held.append(int(stamp))
 
     def _nearest(self, stamp: int) -> Optional[int]:
         i = bisect.bisect_left(self._stamps, stamp)
@@ -82,9 +98,13 @@ class StampPairer:
         return self._depth[best]
 
     def lookup(self, stamp: int) -> Optional[Any]:
-        """The buffered depth item nearest to `stamp` within the tolerance, or None (counted)."""
+        """The buffered depth item nearest to `stamp` within the tolerance, or None (counted);
+        ends a `hold(stamp)`."""
         with self._lock:
-            return self._take(int(stamp))
+            stamp = int(stamp)
+            if stamp in self._held:
+                self._held.remove(stamp)
+            return self._take(stamp)
 
     # -- streaming colour side --------------------------------------------------------------
     def add_color(self, stamp: int, item: Any) -> List[Pair]:
