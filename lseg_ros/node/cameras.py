@@ -100,43 +100,69 @@ class FrameSlots:
                 st.latencies.append(latency)
 
 
-class CameraInput:
-    """The subscription of one camera. Its reliability follows the camera's publishers in `auto` mode
-    (qos.py explains why), re-checked by `refresh()` twice a second."""
+class AdaptiveSubscription:
+    """A subscription whose reliability follows its topic's publishers in `auto` mode (qos.py explains
+    why), re-checked by `refresh()` twice a second; re-created only when the choice changes."""
 
-    def __init__(self, node: Node, spec: CameraSpec, slots: FrameSlots, callback_group,
+    def __init__(self, node: Node, msg_type, topic: str, callback: Callable[[Any], None], callback_group,
                  warn: Callable[[str], None]) -> None:
-        self.node, self.spec, self.slots, self.group, self._warn = node, spec, slots, callback_group, warn
+        self.node, self.msg_type, self.topic, self.callback = node, msg_type, topic, callback
+        self.group, self._warn = callback_group, warn
         self.sub = None
         self.key: Optional[tuple] = None
         self.reliability: Optional[str] = None
 
-    def topic(self, transport: str) -> str:
-        return self.spec.image_topic + ("/compressed" if transport == "compressed" else "")
-
-    def refresh(self, cfg: Dict[str, Any]) -> None:
-        transport, mode, depth = cfg["input_transport"], cfg["input_reliability"], cfg["input_depth"]
-        topic = self.topic(transport)
-        rels = [i.qos_profile.reliability for i in self.node.get_publishers_info_by_topic(topic)]
+    def refresh(self, mode: str, depth: int) -> None:
+        rels = [i.qos_profile.reliability for i in self.node.get_publishers_info_by_topic(self.topic)]
         rel = choose_reliability(mode, rels, self.reliability)
         if mode == "reliable" and any(r.name == "BEST_EFFORT" for r in rels):
-            self._warn(f"input_reliability is reliable but a publisher of {topic} is best effort: "
+            self._warn(f"input_reliability is reliable but a publisher of {self.topic} is best effort: "
                        "its frames cannot arrive (use input_reliability: auto)")
-        key = (topic, transport, rel, depth)
+        key = (rel, depth)
         if key == self.key:
             return
         self.close()
-        msg_type = CompressedImage if transport == "compressed" else Image
-        index = self.spec.index
-        self.sub = self.node.create_subscription(
-            msg_type, topic, lambda m: self.slots.put(index, (m, transport, time.monotonic())),
-            input_profile(rel, depth), callback_group=self.group)
+        self.sub = self.node.create_subscription(self.msg_type, self.topic, self.callback,
+                                                 input_profile(rel, depth), callback_group=self.group)
         self.key, self.reliability = key, rel
         self.node.get_logger().info(
-            f"subscribed to {self.sub.topic_name} ({msg_type.__name__}, {rel}, depth {depth}"
+            f"subscribed to {self.sub.topic_name} ({self.msg_type.__name__}, {rel}, depth {depth}"
             f"{', publishers: ' + ', '.join(r.name.lower() for r in rels) if rels else ''})")
 
     def close(self) -> None:
         if self.sub is not None:
             self.node.destroy_subscription(self.sub)
             self.sub, self.key = None, None
+
+
+class CameraInput:
+    """The image subscription of one camera (raw `image` or `image/compressed`)."""
+
+    def __init__(self, node: Node, spec: CameraSpec, slots: FrameSlots, callback_group,
+                 warn: Callable[[str], None]) -> None:
+        self.node, self.spec, self.slots, self.group, self._warn = node, spec, slots, callback_group, warn
+        self.input: Optional[AdaptiveSubscription] = None
+
+    @property
+    def sub(self):
+        return self.input.sub if self.input is not None else None
+
+    @property
+    def reliability(self) -> Optional[str]:
+        return self.input.reliability if self.input is not None else None
+
+    def refresh(self, cfg: Dict[str, Any]) -> None:
+        transport = cfg["input_transport"]
+        topic = self.spec.image_topic + ("/compressed" if transport == "compressed" else "")
+        if self.input is None or self.input.topic != topic:
+            self.close()
+            index = self.spec.index
+            self.input = AdaptiveSubscription(
+                self.node, CompressedImage if transport == "compressed" else Image, topic,
+                lambda m: self.slots.put(index, (m, transport, time.monotonic())), self.group, self._warn)
+        self.input.refresh(cfg["input_reliability"], cfg["input_depth"])
+
+    def close(self) -> None:
+        if self.input is not None:
+            self.input.close()
+            self.input = None

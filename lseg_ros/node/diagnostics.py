@@ -37,7 +37,7 @@ class Timings:
 
 
 def build(node_name: str, state: str, device: str, info: Dict[str, str], timings: Timings, since: float,
-          cameras, slots, untrained: bool, load_error: str) -> DiagnosticArray:
+          cameras, depths, slots, untrained: bool, load_error: str) -> DiagnosticArray:
     """The DiagnosticArray for the period since `since` (monotonic). Resets the cameras' latency lists."""
     now = time.monotonic()
     period = max(1e-3, now - since)
@@ -81,7 +81,8 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
     }
     top.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     statuses = [top]
-    for cam, c in zip(cameras, per_cam):
+    for i, (cam, c) in enumerate(zip(cameras, per_cam)):
+        depth = depths[i] if i < len(depths) else None
         st = DiagnosticStatus(name=f"{node_name}: camera {cam.spec.name}", hardware_id=device)
         st.level, st.message = OK, f"{c[1]} of {c[0]} frames processed"
         if state == "active" and c[0] == 0:
@@ -92,6 +93,11 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
             ("frames_received", c[0]), ("frames_processed", c[1]), ("dropped_overwritten", c[2]),
             ("dropped_stale", c[3]), ("dropped_invalid", c[4]),
             ("latency_ms_mean", _ms(c[5], np.mean)), ("latency_ms_p95", _ms(c[5], lambda v: np.percentile(v, 95))))]
+        if depth is not None:
+            d = depth.status()
+            st.values += [KeyValue(key=k, value=v) for k, v in d.items()]
+            if state == "active" and d["points_problem"] and st.level == OK:
+                st.level, st.message = WARN, st.message + f"; no point cloud: {d['points_problem']}"
         statuses.append(st)
     arr = DiagnosticArray()
     arr.status = statuses

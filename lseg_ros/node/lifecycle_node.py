@@ -29,6 +29,7 @@ from ..geometry.features import pack_embeddings
 from . import diagnostics
 from . import params as P
 from .cameras import CameraInput, FrameSlots, camera_layout
+from .depth_input import DepthInput, default_info_topic
 from .labels import ActiveLabels, LabelState
 from .outputs import CameraOutputs
 from .predictor_setup import StartupError, build_predictor, free_device_memory
@@ -72,6 +73,7 @@ class LSegNode(LifecycleNode):
         self.predictor = None
         self.device = "-"
         self.cameras: List[CameraInput] = []
+        self.depths: List[Optional[DepthInput]] = []
         self.outputs: List[CameraOutputs] = []
         self.slots: Optional[FrameSlots] = None
         self.timings = diagnostics.Timings()
@@ -109,6 +111,10 @@ class LSegNode(LifecycleNode):
         cfg = self.cfg
         try:
             specs = camera_layout(cfg["image_topics"])
+            for name in ("depth_topics", "camera_info_topics"):
+                if cfg[name] and len(cfg[name]) != len(specs):
+                    raise ValueError(f"{name} has {len(cfg[name])} topics for {len(specs)} image_topics: give one "
+                                     "per camera, in the same order (or none)")
             predictor = build_predictor(cfg, self.get_logger())
             try:
                 label_set = predictor.encode_labels(self.labels.texts)
@@ -125,8 +131,10 @@ class LSegNode(LifecycleNode):
         self.outputs = [CameraOutputs(self, s.output_prefix, cfg["output_depth"], cfg["heatmap_labels"])
                         for s in specs]
         self.slots = FrameSlots(len(specs))
-        self.cameras = [CameraInput(self, s, self.slots, self._input_group,
-                                    lambda text: self.warn_once(("reliable", text), text)) for s in specs]
+        warn = lambda text: self.warn_once(("reliable", text), text)  # noqa: E731
+        self.cameras = [CameraInput(self, s, self.slots, self._input_group, warn) for s in specs]
+        infos = cfg["camera_info_topics"] or [default_info_topic(s.image_topic) for s in specs]
+        self.depths = [DepthInput(self, d, i, self._input_group, warn) for d, i in zip(cfg["depth_topics"], infos)]
         self.labels.swap(label_set, cfg["palette"])
         self.get_logger().info(f"configured: {predictor.net.config.backbone} on {self.device} "
                                f"({predictor.precision}), labels {list(self.labels.active.names)}")
@@ -134,8 +142,7 @@ class LSegNode(LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self.worker.cancel.clear()
-        for cam in self.cameras:
-            cam.refresh(self.cfg)
+        self._refresh_inputs(force=True)
         outs = ", ".join(f"{c.sub.topic_name} -> {o.prefix}/*" for c, o in zip(self.cameras, self.outputs))
         self.get_logger().info(f"ready: {outs}, device {self.device}, labels {list(self.labels.active.names)}")
         return super().on_activate(state)
@@ -162,7 +169,7 @@ class LSegNode(LifecycleNode):
 
     def _stop_input(self) -> None:
         """Unsubscribe and end the frame in hand (cancelled on the CPU; waited for on CUDA, ms)."""
-        for cam in self.cameras:
+        for cam in [*self.cameras, *self.depths]:
             cam.close()
         if self.slots is not None:
             self.slots.clear()
@@ -172,7 +179,7 @@ class LSegNode(LifecycleNode):
             time.sleep(0.01)
 
     def _release(self) -> None:
-        for cam in self.cameras:
+        for cam in [*self.cameras, *self.depths]:
             cam.close()
         for out in self.outputs:
             out.close()
@@ -181,7 +188,8 @@ class LSegNode(LifecycleNode):
         if self._cancel_hooks is not None:
             self._cancel_hooks.remove()
         device = self.device
-        self.cameras, self.outputs, self.slots, self._pub_labels, self._cancel_hooks = [], [], None, None, None
+        self.cameras, self.depths, self.outputs, self.slots = [], [], [], None
+        self._pub_labels, self._cancel_hooks = None, None
         with self.labels.lock:
             self.predictor, self.device = None, "-"
             self.labels.drop()
@@ -281,9 +289,9 @@ class LSegNode(LifecycleNode):
         return response
 
     # ---- input, worker callbacks, diagnostics -------------------------------------------------
-    def _refresh_inputs(self) -> None:
-        if self._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE:
-            for cam in self.cameras:
+    def _refresh_inputs(self, force: bool = False) -> None:
+        if force or self._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE:
+            for cam in [*self.cameras, *self.depths]:
                 cam.refresh(self.cfg)
 
     def warn_once(self, key, text: str) -> None:
@@ -318,7 +326,8 @@ class LSegNode(LifecycleNode):
             "label_map_version": str(active.version if active else 0),
         }
         arr = diagnostics.build(self.get_name(), self.state, self.device, info, self.timings, self._diag_t,
-                                list(self.cameras), self.slots, not cfg["weights"], self._load_error)
+                                list(self.cameras), list(self.depths), self.slots, not cfg["weights"],
+                                self._load_error)
         self._diag_t = time.monotonic()
         arr.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(arr)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, PointCloud2
 
 from lseg_ros.msg import ClassConfidences, DenseFeatures
 
@@ -31,6 +31,7 @@ class CameraOutputs:
         self.confidence = node.create_publisher(Image, f"{prefix}/confidence", qos)
         self.scores = node.create_publisher(ClassConfidences, f"{prefix}/class_confidences", qos)
         self.features = node.create_publisher(DenseFeatures, f"{prefix}/features", qos)
+        self.points = node.create_publisher(PointCloud2, f"{prefix}/points", qos)
         self._lock = threading.Lock()  # heatmap publishers: parameter thread vs worker
         self.heatmaps: Dict[str, Any] = {}
         self.set_heatmaps(heatmap_labels)
@@ -99,7 +100,8 @@ class CameraOutputs:
 
     def close(self) -> None:
         with self._lock:
-            pubs = [self.mask, self.overlay, self.confidence, self.scores, self.features, *self.heatmaps.values()]
+            pubs = [self.mask, self.overlay, self.confidence, self.scores, self.features, self.points,
+                    *self.heatmaps.values()]
             self.heatmaps = {}
         for pub in pubs:
             self.node.destroy_publisher(pub)

@@ -95,6 +95,10 @@ def _image_topics(v: List[str]) -> Optional[str]:
     return None
 
 
+def _optional_topics(v: List[str]) -> Optional[str]:
+    return _image_topics(v) if list(v) else None
+
+
 PARAMS: Tuple[Param, ...] = (
     # --- model (read at start; change and restart) ---
     Param("weights", "", "Path to the weights: a released LSeg Lightning checkpoint (demo_e200.ckpt, "
@@ -133,6 +137,20 @@ PARAMS: Tuple[Param, ...] = (
           _choice(*PALETTES)),
     Param("overlay_alpha", 0.5, "Opacity of the mask colours in lseg/overlay.", _range(0.0, 1.0)),
     Param("overlay_legend", True, "Draw the label legend into lseg/overlay.", None),
+    Param("depth_topics", [], "Depth images aligned to the colour images (16UC1 mm or 32FC1 m), one per camera in "
+          "the order of image_topics; [] = no point clouds. With them the node publishes "
+          "<camera>/lseg/points (PointCloud2: x, y, z, rgb, label, confidence) while subscribed.",
+          _optional_topics, True),
+    Param("camera_info_topics", [], "camera_info of each camera (order of image_topics); [] = the topic "
+          "'camera_info' beside each image topic (/cam/color/image_raw -> /cam/color/camera_info). "
+          "Pinhole K; distortion is assumed rectified, as aligned depth is.", _optional_topics, True),
+    Param("depth_tolerance", 0.005, "A colour frame takes the depth frame of the same stamp, or the nearest one "
+          "within this many seconds (0 = exact stamps only).", _range(0.0, 1.0)),
+    Param("points_decimation", 1, "Every k-th pixel along rows and columns becomes a point (k=2: a quarter).",
+          _range(1, 64)),
+    Param("points_max_range", 10.0, "Depths beyond this (metres), 0 and NaN give no point.", _range(0.01)),
+    Param("points_drop_unlabeled", False, "Leave out points below min_confidence (else they carry the "
+          "unlabeled id).", None),
     Param("features_stride", 16, "Input pixels per cell of lseg/features (the per-pixel 512-d image embeddings, "
           "float16; computed only while subscribed): 16 gives 30x40 cells for 480x640; 2 is the network's "
           "own output resolution.", _range(1, 64)),

@@ -129,6 +129,12 @@ class InferenceWorker:
             if self.cancel.is_set():
                 return
             outputs[cam].publish(header, image, order, pred, active, heat[cam], cfg)
+            depth = node.depths[cam] if node.depths else None
+            if depth is not None and outputs[cam].points.get_subscription_count() > 0:
+                cloud = depth.cloud(header, image if order == "rgb" else image[:, :, ::-1], pred, active, cfg,
+                                    node.frame_error)
+                if cloud is not None:
+                    outputs[cam].points.publish(cloud)
             done = clock.now()
             latency = ((done - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0
                        else time.monotonic() - t_received)
