@@ -1,60 +1,33 @@
-"""launch/lseg.launch.py, config/lseg.yaml and config/lseg.rviz against the node's real parameters and
-executable. launch and launch_ros are not installable here (no PyPI/Debian package), so the launch
-file is checked statically (ast), not launched; test_node_pipeline.py starts the real node with
-config/lseg.yaml and compares its declared parameters over ROS.
+"""config/lseg.yaml, config/lseg.rviz and the README's ROS commands against the node's real parameters,
+executable and the CLI tests. The launch file is launched for real (test_cli_launch.py,
+test_launch_file.py, test_launch_bad_input.py, where ../shared/vendor provides the ROS 2 launch tools);
+test_node_pipeline.py starts the real node with config/lseg.yaml and compares its declared parameters.
 """
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli_harness import README_COMMANDS, readme_commands
 from lseg_ros.node import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH = ROOT / "launch" / "lseg.launch.py"
 
 
-def _calls(tree, name):
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == name]
+def test_readme_ros2_commands_are_the_tested_ones():
+    """The README's `ros2 ...` lines ("On a ROS 2 install") are exactly the commands the CLI tests run
+    (test_cli_*.py, test_launch_*.py): a changed README command fails here until the tests follow."""
+    assert readme_commands() == README_COMMANDS
 
 
-def _kw(call, key):
-    for k in call.keywords:
-        if k.arg == key:
-            return k.value
-    return None
-
-
-def test_launch_file_static_without_launch_ros():
-    tree = ast.parse(LAUNCH.read_text())
-    nodes = [c for c in _calls(tree, "Node") if ast.literal_eval(_kw(c, "executable")) == "lseg_node"]
-    assert len(nodes) == 1
-    node = nodes[0]
-    assert ast.literal_eval(_kw(node, "package")) == "lseg_ros"
-    assert ast.literal_eval(_kw(node, "name")) == "lseg_node"
-    # the executable is the one CMake installs into lib/lseg_ros (what `ros2 run`/launch look up)
+def test_launch_file_installs_and_names_the_installed_executable():
+    """`ros2 launch` finds launch/lseg.launch.py in share/lseg_ros/launch, and its Node runs the
+    executable CMake installs into lib/lseg_ros (what `ros2 run` and launch_ros look up). The launch
+    file itself runs for real in test_cli_launch.py, test_launch_file.py and test_launch_bad_input.py."""
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert re.search(r'"lib/\$\{PROJECT_NAME\}/lseg_node=lseg_ros\.node\.lseg_node:main"', cmake)
-    # launch arguments
-    args = {ast.literal_eval(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
-    assert {"image", "namespace", "params_file", "weights", "device"} <= args
-    # launch arguments that override the params file are real, declared node parameters, and are
-    # only applied when given (an empty weights:= must not override the file's weights)
-    overrides = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "OVERRIDES")
-    names = set(ast.literal_eval(overrides.value))
-    assert names == {"weights", "device"} and names <= set(P.BY_NAME)
-    defaults = {ast.literal_eval(c.args[0]): ast.literal_eval(_kw(c, "default_value"))
-                for c in _calls(tree, "DeclareLaunchArgument") if ast.literal_eval(c.args[0]) in names}
-    assert defaults == {"weights": "", "device": ""}
-    assert "if arg[name]" in LAUNCH.read_text()
-    # the remapped name is the node's input topic
-    remap = _kw(node, "remappings").elts[0].elts[0]
-    assert ast.literal_eval(remap) == "image"
-    # large best-effort frames: the node (only) gets bigger Fast DDS socket buffers (docs/node.md)
-    env = _kw(node, "additional_env")
-    assert [ast.literal_eval(k) for k in env.keys] == ["FASTDDS_BUILTIN_TRANSPORTS"]
+    assert re.search(r"install\(DIRECTORY[^)]*\blaunch\b[^)]*DESTINATION share/\$\{PROJECT_NAME\}", cmake, re.S)
 
 
 def test_params_file_sets_exactly_the_declared_parameters_with_valid_values():
