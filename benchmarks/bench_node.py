@@ -3,6 +3,7 @@ Predictor on the same frame in the same run (node overhead = the difference).
 
     .venv/bin/python benchmarks/bench_node.py --model tiny_vit --duration 20
     .venv/bin/python benchmarks/bench_node.py --model vitl16 --duration 90   # untrained ViT-L/16
+    --json FILE writes the figures (benchmarks/run.py merges them into its results)
 
 1. lseg_node (separate process, the given model, untrained) gets a 30 Hz 640x480 rgb8 stream of a
    real photo from this process (reliable, as camera drivers publish); this process subscribes to
@@ -13,6 +14,7 @@ Predictor on the same frame in the same run (node overhead = the difference).
    same torch thread count, for as many frames: the bare model's rate and time per frame.
 """
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -33,6 +35,8 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--domain", type=int, default=91)
     ap.add_argument("--bare-frames", type=int, default=0, help="bare predictor frames (default: as many as the node did)")
+    ap.add_argument("--precision", default="fp32", help="node parameter and bare Predictor precision (same for both)")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = ap.parse_args()
 
     import numpy as np
@@ -49,7 +53,8 @@ def main() -> int:
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     img = photo(a.width, a.height)
-    node = NodeProcess(env, params=(f"model:={a.model}", "device:=cpu", "heatmap_labels:=[person]"))
+    node = NodeProcess(env, params=(f"model:={a.model}", "device:=cpu", "heatmap_labels:=[person]",
+                                    f"precision:={a.precision}"))
     ctx = Context()
     rclpy.init(context=ctx, domain_id=a.domain)
     n = rclpy.create_node("bench", context=ctx)
@@ -93,7 +98,7 @@ def main() -> int:
         rclpy.try_shutdown(context=ctx)
 
     from lseg_ros.model import LSegConfig, LSegNet, Predictor
-    pred = Predictor(LSegNet.from_config(getattr(LSegConfig, a.model)()), device="cpu")
+    pred = Predictor(LSegNet.from_config(getattr(LSegConfig, a.model)()), device="cpu", precision=a.precision)
     labels = pred.encode_labels(["floor", "wall", "person", "other"])
     k = a.bare_frames or max(3, frames)
     times = []
@@ -124,6 +129,15 @@ def main() -> int:
     period = elapsed / max(frames, 1)
     print(f"node overhead: {1000 * (period - bare):.0f} ms per frame on the period "
           f"({100 * (period - bare) / bare:.0f}%), {1000 * (statistics.median(lat) - bare):.0f} ms on latency")
+    if a.json:
+        p50, p95 = (float(np.percentile(lat, q)) if lat else None for q in (50, 95))
+        with open(a.json, "w") as f:
+            json.dump({"model": a.model, "untrained": True, "precision": a.precision, "device": "cpu",
+                       "input": f"{a.width}x{a.height} rgb8 at {a.rate:g} Hz", "torch_threads": torch.get_num_threads(),
+                       "node_frames": frames, "node_seconds": elapsed, "node_fps": frames / elapsed,
+                       "latency_s_p50": p50, "latency_s_p95": p95, "latency_s_max": max(lat) if lat else None,
+                       "node_diagnostics": d, "bare_seconds_median": bare, "bare_fps": 1 / bare,
+                       "node_period_over_bare": period / bare}, f, indent=1)
     return 0
 
 

@@ -147,12 +147,12 @@ def test_reference_protocol(pred):
     # sliding windows (long side 520 > 480) and flip, on a non-square image
     img = np.random.default_rng(3).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     calls = []
-    run = pred._run
-    pred._run = lambda x, t: calls.append(tuple(x.shape[2:])) or run(x, t)
+    run = pred.forward
+    pred.forward = lambda x, t: calls.append(tuple(x.shape[2:])) or run(x, t)
     try:  # 312x520 after resizing: padded to 480x520, two 480 windows (stride 320), each + flip
         out = pred.predict(img, labels, protocol="reference", scales=(1.0,))
     finally:
-        del pred._run
+        del pred.forward
     assert calls == [(480, 480)] * 4
     _check(out, labels, 120, 200)
 
@@ -163,11 +163,11 @@ def test_reference_protocol_averages(pred):
     labels = pred.encode_labels(["a", "b", "c"])
     const = torch.tensor([1.5, -2.0, 0.25]).view(1, 3, 1, 1)
     calls = []
-    pred._run = lambda x, t: calls.append(tuple(x.shape[2:])) or const.expand(x.shape[0], 3, *x.shape[2:]).clone()
+    pred.forward = lambda x, t: calls.append(tuple(x.shape[2:])) or const.expand(x.shape[0], 3, *x.shape[2:]).clone()
     try:
         img = np.random.default_rng(4).integers(0, 256, (150, 260, 3), dtype=np.uint8)
         out = pred.logits(img, labels, protocol="reference")       # 6 scales, flip, sliding windows
     finally:
-        del pred._run
+        del pred.forward
     assert out.shape == (3, 150, 260) and len(calls) > 12
     torch.testing.assert_close(out, const[0].expand(3, 150, 260), atol=1e-5, rtol=0)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-_CHUNK_ELEMENTS = 1 << 24  # ~64 MB of float32 temporaries per label chunk
+_CHUNK_ELEMENTS = 1 << 22  # 16 MB float32 temporaries per label chunk (reused by malloc, no page faults)
 
 WantProbs = Union[bool, Sequence[int]]
 

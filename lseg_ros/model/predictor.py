@@ -296,7 +296,7 @@ class Predictor:
             r = download([summarize(logits, want_probs)], want_all_probs=want_probs is True)[0]
         return Prediction(r.mask, r.confidence, r.probs, r.pixel_fraction, r.mean_confidence, r.max_confidence, labels)
 
-    def _run(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised float32, H, W multiples of 32 -> (B, N, H, W) float32 logits."""
         with torch.inference_mode():
             return self.net.score(self.image_path(x.to(self.dtype)), text)
@@ -310,7 +310,7 @@ class Predictor:
         if protocol == "reference":
             x = self.to_tensor(image, channel_order)
             with self._run_lock:
-                return reference_logits(self._run, self._pad, x, text, **reference_kw)[0]
+                return reference_logits(self.forward, self._pad, x, text, **reference_kw)[0]
         if protocol != "single":
             raise ValueError(f"protocol must be 'single' or 'reference', got {protocol!r}")
         if reference_kw:

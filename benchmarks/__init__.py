@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): python -m benchmarks.run, or bash scripts/bench.sh. See docs/performance.md."""
