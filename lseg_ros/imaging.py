@@ -287,8 +287,14 @@ def palette(n: int, name: str = "voc") -> np.ndarray:
 def colorize(mask: np.ndarray, colors: np.ndarray, unlabeled_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
     """(H, W) integer class ids -> (H, W, 3) uint8 RGB; ids outside the palette get unlabeled_color."""
     colors = np.asarray(colors, np.uint8).reshape(-1, 3)
+    mask = np.asarray(mask)
+    if mask.dtype == np.uint8 and cv2 is not None:  # the node's usual mask: a 256-entry table (cv2.LUT, ~5x faster)
+        lut = np.empty((1, 256, 3), np.uint8)
+        lut[0, :] = np.asarray(unlabeled_color, np.uint8)
+        lut[0, :min(256, len(colors))] = colors[:256]
+        return cv2.LUT(cv2.merge([mask, mask, mask]), lut)
     lut = np.concatenate([colors, np.asarray(unlabeled_color, np.uint8).reshape(1, 3)])
-    ids = np.asarray(mask).astype(np.int64, copy=False)
+    ids = mask.astype(np.int64, copy=False)
     ids = np.where((ids >= 0) & (ids < len(colors)), ids, len(colors))
     return lut[ids]
 
@@ -344,14 +350,13 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: 
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     colors = np.asarray(colors, np.uint8).reshape(-1, 3)
     labeled = (mask >= 0) & (mask < len(colors))
-    out = img.copy()
     if cv2 is not None:
-        color = colorize(mask, colors)
-        blended = cv2.addWeighted(img, 1.0 - alpha, color, alpha, 0.0)
+        out = cv2.addWeighted(img, 1.0 - alpha, colorize(mask, colors), alpha, 0.0)
     else:  # pragma: no cover
         color = colorize(mask, colors).astype(np.float32)
-        blended = (img * (1.0 - alpha) + color * alpha + 0.5).astype(np.uint8)
-    np.copyto(out, blended, where=labeled[:, :, None])
+        out = (img * (1.0 - alpha) + color * alpha + 0.5).astype(np.uint8)
+    if not labeled.all():  # unlabeled pixels keep the image (skipped when all are labeled: the usual case)
+        np.copyto(out, img, where=~labeled[:, :, None])
     if legend and names:
         present_only = len(names) > 12 if legend_present_only is None else legend_present_only
         ids = None
