@@ -53,6 +53,9 @@ class DepthInput:
             self.info_sub = self.node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos,
                                                           callback_group=self.group)
 
+    def hold(self, stamp) -> None:
+        self.pairer.hold(g.stamp_ns(stamp))
+
     def _on_info(self, msg) -> None:
         self.info = msg
 

@@ -108,6 +108,9 @@ class InferenceWorker:
                 node.frame_error(f"dropped frame of {node.cameras[cam].spec.name} (stamp "
                                  f"{stamp.nanoseconds * 1e-9:.3f}, frame_id '{msg.header.frame_id}'): {e}")
                 continue
+            depth = node.depths[cam] if node.depths else None
+            if depth is not None and outputs[cam].points.get_subscription_count() > 0:
+                depth.hold(msg.header.stamp)  # its depth frame must outlast a slow (CPU) inference
             frames.append((cam, msg.header, image, order, stamp, t_received))
         if not frames:
             return
