@@ -138,6 +138,7 @@ class ImagePath:
             for m in image_modules(net):
                 m.to(memory_format=torch.channels_last)
         fn: Callable[[torch.Tensor], torch.Tensor] = net.embed
+        self.compiled = compile
         if compile:
             # dynamic=False: one specialised graph per input shape (a fixed camera size compiles once).
             fn = torch.compile(fn, dynamic=False)

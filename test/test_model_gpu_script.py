@@ -1,0 +1,31 @@
+"""benchmarks/gpu_fastpath.py, the prepared GPU check, completes its --dry-run on the CPU (tiny models)
+and writes its report and JSON: the device machine's few minutes are not spent finding script errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_fastpath_dry_run(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_fastpath.py"), "--dry-run", "--runs", "1",
+                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (report,) = tmp_path.glob("gpu_fastpath_dry-run_cpu_*.json")
+    data = json.loads(report.read_text())
+    assert data["env"]["dry_run"] and data["env"]["untrained"]
+    variants = data["env"]["variants"]
+    assert "fp16+compile+graphs" in variants
+    for v in variants[1:]:  # every variant compared with fp32 on the fixtures and on photos
+        assert 0.0 <= data["fidelity"][f"{v}/photos_480x640_20labels"]["argmax_agreement"] <= 1.0
+    rows = data["speed"]
+    assert {r["model"] for r in rows} == {"tiny_vit", "tiny_resnet"}
+    assert {(r["variant"], r["labels"], r["batch"]) for r in rows if r["model"] == "tiny_vit"} == {
+        (v, n, b) for v in variants for n in (3, 20) for b in (1, 2)}
+    assert all(r["ms_per_batch"] > 0 and set(r["stages_ms"]) == {"upload", "forward", "post", "download"}
+               for r in rows)
+    assert set(data["label_switch_10_s"]) == {"tiny_vit", "tiny_resnet"}
+    assert report.with_suffix(".txt").read_text().startswith("# benchmarks/gpu_fastpath.py on cpu")
