@@ -18,6 +18,8 @@ def test_demo_runs_end_to_end_with_untrained_tiny_model(ros_env, tmp_path):
                           "--out", str(out), "--timeout", "240"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for alarming in ("terminate called", "Traceback", "KeyboardInterrupt", "exit code -"):  # it ends cleanly
+        assert alarming not in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr[-3000:]
     assert "UNTRAINED" in run.stdout
     assert "set_labels -> success=True" in run.stdout
     frames = sorted(out.glob("frame_*.png"))
