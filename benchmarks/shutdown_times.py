@@ -23,12 +23,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
-    from shutdown_harness import HEAVY_STATES, SIGNALS, STATES, lifecycle_available, run_round
+    from shutdown_harness import EXTRA_STATES, SIGNALS, STATES, lifecycle_available, run_round
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="tries per state and signal")
-    ap.add_argument("--states", nargs="+", default=list(STATES), choices=STATES + HEAVY_STATES,
-                    help=f"default: all but {', '.join(HEAVY_STATES)} (the real-size model, ~1.5 GB per process)")
+    ap.add_argument("--states", nargs="+", default=list(STATES), choices=STATES + EXTRA_STATES,
+                    help=f"default: all but {', '.join(EXTRA_STATES)} (more transitions; the real-size model, ~1.5 GB per process)")
     ap.add_argument("--domain", type=int, default=93)
     ap.add_argument("--out", default="", help="JSON path (default benchmarks/results/shutdown_<host>_<date>.json)")
     a = ap.parse_args()

@@ -129,23 +129,38 @@ class Scenario:
 
     def lifecycle(self, target: str) -> None:
         """With autostart false: 'unconfigured' (wait), 'configuring' (signal during configure),
-        'inactive' (configured, not active)."""
+        'inactive' (configured, not active), 'cleaning_up' (signal right after asking for cleanup);
+        with autostart: 'deactivating' (signal right after asking for deactivate)."""
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
 
         client = self.t.node.create_client(ChangeState, f"{self.ns}/{self.name}/change_state")
         assert client.wait_for_service(timeout_sec=120), f"{self.name}/change_state not available"
+
+        def change(tid: int, wait: bool = True):
+            fut = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            if wait:
+                wait_for(fut.done, 120, f"transition {tid}")
+                assert fut.result().success, f"transition {tid} failed:\n{self.node.log()}"
+            return fut
+
+        if target == "deactivating":
+            self.wait_active()
+            self.pending = change(Transition.TRANSITION_DEACTIVATE, wait=False)
+            time.sleep(0.05)
+            return
         time.sleep(0.5)
         if target == "unconfigured":
             return
-        fut = client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
         if target == "configuring":
+            self.pending = change(Transition.TRANSITION_CONFIGURE, wait=False)
             time.sleep(0.3)
-            self.pending = fut
             return
-        wait_for(fut.done, 120, "configure")
-        assert fut.result().success, f"configure failed:\n{self.node.log()}"
+        change(Transition.TRANSITION_CONFIGURE)
         time.sleep(0.3)
+        if target == "cleaning_up":
+            self.pending = change(Transition.TRANSITION_CLEANUP, wait=False)
+            time.sleep(0.05)
 
     # -- the signal -----------------------------------------------------------------------------
     def signal(self, state: str, sig_name: str) -> Outcome:
@@ -178,7 +193,8 @@ class Scenario:
         answer = None
         if self.pending is not None and self.pending.done() and self.pending.result() is not None:
             r = self.pending.result()
-            answer = (bool(r.success), list(getattr(r, "labels", [])), str(getattr(r, "message", "")))
+            if hasattr(r, "labels"):  # set_labels (a lifecycle transition's answer has only success)
+                answer = (bool(r.success), list(r.labels), str(r.message))
         return Outcome(state, sig_name, proc.returncode, seconds, phase, crash, orphans, "", str(self.node.log_path),
                        answer)
 
@@ -209,13 +225,16 @@ def _prepare(sc: Scenario, state: str) -> None:
 
 STATES = ("starting_1.0s", "starting_configure", "idle", "mid_frame", "mid_label_switch",
           "lifecycle_unconfigured", "lifecycle_configuring", "lifecycle_inactive")
-# The real-size model (untrained ViT-L/16, ~1.5 GB per process): benchmarks/shutdown_times.py --states ...
-HEAVY_STATES = ("vitl16_building", "vitl16_mid_frame")
+# Benchmark only (benchmarks/shutdown_times.py --states ...): more transitions, and the real-size model
+# (untrained ViT-L/16, ~1.5 GB per process).
+EXTRA_STATES = ("lifecycle_deactivating", "lifecycle_cleaning_up", "vitl16_building", "vitl16_mid_frame")
 
 
 def params_for(state: str) -> tuple:
     if state == "mid_frame":
         return TINY + ("max_side:=0", f"max_image_pixels:={BIG_SIDE * BIG_SIDE}")
+    if state == "lifecycle_deactivating":
+        return TINY
     if state.startswith("lifecycle_"):
         return TINY + ("autostart:=false",)
     if state.startswith("vitl16_"):
