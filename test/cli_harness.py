@@ -110,18 +110,39 @@ def cli_env(ros_env: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def ros2(args: Sequence[str], env: Dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """`ros2 <args>` in its own session; killed with its group on timeout (then the test fails)."""
+def ros2(args: Sequence[str], env: Dict[str, str], timeout: float = 60.0, tries: int = 3) -> subprocess.CompletedProcess:
+    """`ros2 <args>` in its own session; killed with its group on timeout (then the test fails).
+    Without a daemon each command discovers the graph afresh: on a busy machine a node-level command
+    (`param set`, `lifecycle get`) may answer "Node not found" for a node that is up; that is retried."""
     argv = [str(ROS2), *args]
-    proc = subprocess.Popen(argv, env=env, cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"`{shlex.join(argv[1:])}` did not finish in {timeout:.0f} s:\n{out}\n{err}")
+    for attempt in range(tries):
+        proc = subprocess.Popen(argv, env=env, cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise AssertionError(f"`{shlex.join(argv[1:])}` did not finish in {timeout:.0f} s:\n{out}\n{err}")
+        if not (proc.returncode != 0 and "Node not found" in err and attempt + 1 < tries):
+            break
+        time.sleep(1.0)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def service_call_unsupported() -> Optional[str]:
+    """Why `ros2 service call` cannot run here, or None: the vendored ros2service is rolling's, which
+    uses `with rclpy.init():`; rclpy 7 (Jazzy) returns None there (TypeError)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("ros-rclpy").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return None
+    if major < 8:
+        return (f"the vendored ros2service ({VENDOR}, rolling) needs rclpy >= 8 for `with rclpy.init():`; "
+                f"this is rclpy {version('ros-rclpy')} (Jazzy)")
+    return None
 
 
 def ros2_until(args: Sequence[str], ok, env: Dict[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess:
