@@ -102,7 +102,7 @@ def test_statistics_from_logits_equal_softmax_path():
     """summarize() on fixed logits (ties excluded) against the softmax formulas, incl. empty classes
     and large label counts (chunked sums, int16 masks)."""
     g = torch.Generator().manual_seed(0)
-    for n, (h, w) in [(3, (40, 60)), (150, (48, 64)), (300, (17, 23))]:
+    for n, (h, w) in [(3, (40, 60)), (150, (48, 64)), (300, (17, 23)), (40, (400, 600))]:  # last: 3 label chunks
         logits = torch.randn(n, h, w, generator=g) * 5
         logits[n // 2] -= 100  # a class that wins nowhere
         res = summarize(logits, want_probs=[0, n - 1])

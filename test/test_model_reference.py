@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import copy  # noqa: E402
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -16,7 +17,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import synthetic_ckpt  # noqa: E402
-from lseg_ros.model import CheckpointError, LSegConfig, LSegNet  # noqa: E402
+from lseg_ros.model import CheckpointError, LSegConfig, LSegNet, Predictor  # noqa: E402
+from lseg_ros.model.agreement import agreement_on_tensor  # noqa: E402
 
 DATA = synthetic_ckpt.DATA
 
@@ -46,6 +48,19 @@ def test_golden_logits_vitl16(vitl16, golden):
             logits = vitl16(torch.from_numpy(g[x_name]), text)
         assert logits.shape == g[ref_name].shape
         np.testing.assert_allclose(logits.numpy(), g[ref_name], atol=atol, rtol=0)
+
+
+def test_bf16_agrees_with_fp32_on_the_fixtures(vitl16, golden):
+    """The CPU default on native-bf16 CPUs (weights converted once): argmax agreement with fp32 on the
+    reference fixtures (measured 0.998 and 0.994 here; issue 9 asks >= 0.99 of the CPU default)."""
+    meta, g = golden
+    ref = Predictor(vitl16, precision="fp32")
+    low = Predictor(copy.deepcopy(vitl16), precision="bf16")
+    for x_name, set_name in [("XA", "L1"), ("XB", "L2")]:
+        text = ref.encode_labels(meta["labels"][set_name]).embeddings
+        r = agreement_on_tensor(ref, low, torch.from_numpy(g[x_name]), text)
+        assert r["argmax_agreement"] >= 0.99, (x_name, r)
+        assert r["max_abs_diff"] < 0.1
 
 
 def test_own_format_matches_released(vitl16, golden, tmp_path):

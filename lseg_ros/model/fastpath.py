@@ -51,14 +51,15 @@ class Uploader:
     """HxWx3 uint8 frames -> (h, w, 3) uint8 tensors on the device, in one host-to-device copy.
 
     On CUDA the frames are packed into a pinned buffer (grown when needed, reused afterwards) and
-    sent with `non_blocking=True`. The buffer is rewritten on the next call, which is safe because
-    every Predictor call waits for its own results (that sync orders the earlier copy). On the CPU
+    sent with `non_blocking=True`; before the buffer is rewritten, the previous copy out of it is
+    waited for (a CUDA event), so a caller that never synchronises cannot race the DMA. On the CPU
     the frames are used in place (no copy)."""
 
     def __init__(self, device: torch.device, pin: Optional[bool] = None) -> None:
         self.device = device
         self.pin = device.type == "cuda" if pin is None else pin
         self._host: Optional[torch.Tensor] = None
+        self._sent = None  # torch.cuda.Event recorded after the last copy out of the buffer
 
     def _buffer(self, nbytes: int) -> torch.Tensor:
         if self._host is None or self._host.numel() < nbytes:
@@ -69,12 +70,17 @@ class Uploader:
         if self.device.type == "cpu" and not self.pin:
             return [torch.from_numpy(np.ascontiguousarray(im)) for im in images]
         sizes = [im.size for im in images]
+        if self._sent is not None:
+            self._sent.synchronize()
         host = self._buffer(sum(sizes))
         flat = host.numpy()
         offsets = np.cumsum([0] + sizes)
         for im, a, b in zip(images, offsets[:-1], offsets[1:]):
             flat[a:b] = im.reshape(-1)  # the one host copy (also makes strided frames contiguous)
         dev = host.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            self._sent = torch.cuda.Event()
+            self._sent.record()
         return [dev[a:b].view(im.shape) for im, a, b in zip(images, offsets[:-1], offsets[1:])]
 
 

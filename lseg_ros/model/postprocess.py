@@ -18,7 +18,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-_CHUNK_ELEMENTS = 1 << 22  # 16 MB float32 temporaries per label chunk (reused by malloc, no page faults)
+# float32 elements of the temporaries per label chunk: 16 MB on the CPU (reused by malloc, no page
+# faults); on CUDA one chunk of up to 1 GB, since every chunk costs kernel launches there.
+_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 28}
 
 WantProbs = Union[bool, Sequence[int]]
 
@@ -64,7 +66,7 @@ def summarize(logits: torch.Tensor, want_probs: WantProbs = False) -> DeviceResu
     n, h, w = logits.shape
     index = prob_indices(want_probs, n)
     top, mask = logits.max(dim=0)
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, h * w))
+    chunk = max(1, _CHUNK_ELEMENTS.get(logits.device.type, 1 << 22) // max(1, h * w))
     sumexp = torch.zeros_like(top)
     for part in logits.split(chunk):
         sumexp += (part - top).exp_().sum(dim=0)
