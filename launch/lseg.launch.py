@@ -47,7 +47,10 @@ def _typed(name: str, text: str) -> Any:
             raise LaunchArgumentError(f"launch argument {name}:={text}: must be true or false")
         return text.lower() in TRUE
     if isinstance(default, list):
-        value = yaml.safe_load(text) if text.lstrip().startswith("[") else text.split(",")
+        try:
+            value = yaml.safe_load(text) if text.lstrip().startswith("[") else text.split(",")
+        except yaml.YAMLError:
+            value = None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise LaunchArgumentError(f"launch argument {name}:={text}: must be a list of strings, "
                                       f"e.g. {name}:=\"[/front/image_raw, /rear/image_raw]\" or a,b")

@@ -27,6 +27,7 @@ CASES = {
     "model": (lambda tmp: ["model:=vit_huge"], ["model:=vit_huge", "tiny_vit"]),
     "autostart": (lambda tmp: ["autostart:=maybe"], ["autostart:=maybe", "true or false"]),
     "image_topics": (lambda tmp: ["image_topics:=[/a/image_raw, /a/image_raw]"], ["image_topics", "duplicate"]),
+    "image_topics_syntax": (lambda tmp: ["image_topics:=[/a/image_raw"], ["image_topics:=[/a/image_raw", "list of strings"]),
     "rviz": (lambda tmp: ["rviz:=perhaps"], ["rviz:=perhaps", "true or false"]),
     # no rviz2 on these machines: checked before lseg_node starts (launch left it running otherwise)
     "rviz_missing": (lambda tmp: ["rviz:=true"], ["rviz:=true", "package 'rviz2' not found"]),
