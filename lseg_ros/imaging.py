@@ -30,7 +30,6 @@ except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
 
 __all__ = [
     "ImageError", "SUPPORTED_ENCODINGS", "decode_image", "decode_compressed", "encode_image",
-    "DEFAULT_MAX_SIDE", "network_size",
     "palette", "PALETTES", "colorize", "overlay", "draw_legend",
 ]
 
@@ -171,26 +170,6 @@ def decode_compressed(fmt: str, data: Buffer, max_pixels: Optional[int] = None) 
     if img.shape[2] == 4:
         img = img[:, :, :3]
     return img, "bgr"  # OpenCV decodes colour to BGR
-
-
-# Live processing bounds the network input: the work and memory of a frame grow with its pixels
-# (ViT attention faster still), so one legal 4096x4096 frame would take minutes on a CPU. 1280 keeps
-# 720p at full resolution and shrinks 1080p by 1.5; outputs stay at the input's resolution.
-DEFAULT_MAX_SIDE = 1280
-
-
-def network_size(height: int, width: int, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[int, int]:
-    """(height, width) the network sees for a height x width frame: the long side shrunk to max_side
-    (aspect kept, rounded as Predictor does: each side at least 1); max_side 0 = no bound."""
-    height, width, max_side = int(height), int(width), int(max_side)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    if max_side < 0:
-        raise ValueError(f"max_side must be >= 0 (0 = no bound), got {max_side}")
-    if max_side == 0 or max(height, width) <= max_side:
-        return height, width
-    s = max_side / max(height, width)
-    return max(1, round(height * s)), max(1, round(width * s))
 
 
 def encode_image(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool, bytes]:

@@ -282,25 +282,4 @@ def test_huge_jpeg_claim_is_refused_before_decoding():
         decode_compressed("jpeg", data, max_pixels=4096 * 4096)
 
 
-# ---- network input size ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("hw, max_side, want", [
-    ((480, 640), 1280, (480, 640)),  # under the bound: unchanged
-    ((720, 1280), 1280, (720, 1280)),  # exactly at it
-    ((1080, 1920), 1280, (720, 1280)),
-    ((4096, 4096), 1280, (1280, 1280)),
-    ((2048, 100), 1280, (1280, 62)),  # portrait: the long side is the height
-    ((1, 5000), 1280, (1, 1280)),  # never below 1 pixel
-    ((4096, 4096), 0, (4096, 4096)),  # 0 = no bound
-])
-def test_network_size(hw, max_side, want):
-    assert imaging.network_size(*hw, max_side) == want
-
-
-def test_network_size_default_and_bad_arguments():
-    assert imaging.DEFAULT_MAX_SIDE == 1280 and imaging.network_size(2160, 3840) == (720, 1280)
-    with pytest.raises(ValueError, match="positive"):
-        imaging.network_size(0, 10, 1280)
-    with pytest.raises(ValueError, match="max_side must be >= 0"):
-        imaging.network_size(10, 10, -1)
 

@@ -289,6 +289,8 @@ LABELS_REFUSED: Dict[str, Tuple[Callable[[], List[str]], str]] = {
     "no_break_space": (lambda: ["\u00a0"], "empty"),
     "ideographic_space": (lambda: ["\u3000"], "empty"),
     "nul_character": (lambda: ["\x00"], "empty"),
+    "zero_width_space": (lambda: ["\u200b"], "empty"),
+    "zero_width_alternative": (lambda: ["cat|\u2060\ufeff"], "empty alternative"),
     "empty_among_others": (lambda: ["cat", "", "dog"], "label 1"),
     "duplicate": (lambda: ["cat", "cat"], "duplicate label 'cat'"),
     "duplicate_other_case": (lambda: ["Cat", "cAT"], "duplicate label"),
@@ -343,6 +345,7 @@ def test_bad_set_labels_request_is_refused_with_the_reason(rig, case):
     ans = _call(rig, make())
     assert not ans.success, f"accepted: {ans.message}"
     assert reason in ans.message, f"reason {reason!r} not in the answer {ans.message[:500]!r}"
+    assert len(ans.message) < 400, f"the reason quotes too much: {len(ans.message)} characters"
     assert list(ans.labels) == rig.labels, "the answer must give the labels still in force"
     assert _frame_labels(rig) == before
     assert rig.raw.proc.poll() is None

@@ -43,7 +43,8 @@ def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
             raise TypeError(f"label texts must be str, got {type(text).__name__}: {text!r}")
         ids = [tok.sot_token_id] + tok.encode(text) + [tok.eot_token_id]
         if len(ids) > context_length:
-            raise ValueError(f"label text {text!r} is {len(ids)} tokens long; CLIP's text tower takes at most "
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise ValueError(f"label text {shown!r} is {len(ids)} tokens long; CLIP's text tower takes at most "
                              f"{context_length} (including start/end tokens): shorten it")
         out[i, :len(ids)] = torch.tensor(ids)
     return out
@@ -97,6 +98,12 @@ class TextEncoder(nn.Module):
 
 # ---- label sets --------------------------------------------------------------------
 
+def visible(text: str) -> bool:
+    """True when `text` has a character that shows: not only spaces and invisible format characters
+    (zero-width space, joiners, BOM), which CLIP would encode as an empty label."""
+    return any(ch.isprintable() and not ch.isspace() for ch in text)
+
+
 def parse_labels(labels: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, ...], ...]]:
     """Validate labels; return (display names, alternatives per label).
 
@@ -114,8 +121,8 @@ def parse_labels(labels: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[Tuple[st
         if not isinstance(label, str):
             raise TypeError(f"label {i} is {type(label).__name__}, not str: {label!r}")
         parts = tuple(p.strip() for p in label.strip().split("|"))
-        if not label.strip() or any(not p for p in parts):
-            raise ValueError(f"label {i} ({label!r}) is empty or has an empty alternative")
+        if any(not visible(p) for p in parts):
+            raise ValueError(f"label {i} ({label[:60]!r}) is empty or has an empty alternative")
         key = parts[0].casefold()
         if key in seen:
             raise ValueError(f"duplicate label {parts[0]!r} (labels {seen[key]} and {i})")

@@ -3,10 +3,12 @@
 main() owns the process: SIGINT and SIGTERM (once, or twice as Ctrl-C on `ros2 launch` delivers
 them) only set a flag, in every state, so the process ends with status 0 within about 2 s: the
 executor stops, the worker cancels the frame in hand (CPU) or finishes it (CUDA, milliseconds), the
-node is destroyed and rclpy shut down. Work that cannot be interrupted (a weights file being read
-in a transition) is abandoned after the grace period with os._exit(0), never left to an
-interpreter exit that would tear torch's thread pools down under it ("terminate called without an
-active exception"). Heavy imports (rclpy, torch) come after the handlers are installed.
+node is destroyed and rclpy shut down, and the process ends with os._exit: work that cannot be
+interrupted (a weights file being read in a transition, a label set being encoded) is abandoned
+after the grace period instead of being joined, torch's thread pools are not torn down under a
+running thread ("terminate called without an active exception"), and Fast DDS's static
+destructors, which were seen sleeping for seconds at exit on a loaded machine, do not run. Heavy
+imports (rclpy, torch) come after the handlers are installed.
 """
 from __future__ import annotations
 
@@ -43,7 +45,38 @@ def _autostart(node, stop: threading.Event) -> None:
         node.trigger_activate()
 
 
-def main(args: Optional[List[str]] = None) -> int:
+def _teardown(node, executor, starter) -> None:
+    """Stops the worker and the executor within GRACE_S; destroys the node and shuts rclpy down when
+    nothing is still running in a callback (a transition or a label encoding in an executor thread)."""
+    import rclpy
+
+    deadline = time.monotonic() + GRACE_S
+    worker_done = node.close(GRACE_S)
+    try:
+        executor.shutdown(timeout_sec=0, wait_for_threads=False)
+    except TypeError:  # rclpy < 9 (Jazzy): no wait_for_threads, and its thread pool is never shut down
+        executor.shutdown(timeout_sec=0)
+        pool = getattr(executor, "_executor", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def busy():
+        return [t.name for t in threading.enumerate()
+                if t is not threading.main_thread() and t.is_alive() and (not t.daemon or t is starter)]
+    while busy() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    running = busy()
+    if worker_done and not running:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    else:
+        node.get_logger().warning(f"exiting while {', '.join(running) or 'the worker'} is busy")
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Runs the node until SIGINT/SIGTERM; ends the process (status 0, or 1 when it cannot start)."""
     stop = _Stop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
@@ -60,7 +93,8 @@ def main(args: Optional[List[str]] = None) -> int:
     except StartupError as e:
         rclpy.logging.get_logger("lseg_node").fatal(str(e))
         rclpy.try_shutdown()
-        return 1
+        sys.stderr.flush()
+        os._exit(1)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     starter = None
@@ -80,20 +114,8 @@ def main(args: Optional[List[str]] = None) -> int:
                     break
                 starter = None
     finally:
-        t0 = time.monotonic()
-        worker_done = node.close(GRACE_S)
-        executor.shutdown(timeout_sec=max(0.1, GRACE_S - (time.monotonic() - t0)))
-        busy = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
-                and t.is_alive()]
-        if not worker_done or busy or (starter is not None and starter.is_alive()):
-            # a transition or a CUDA frame still running: leave without waiting for it (module docstring)
-            node.get_logger().warning(f"exiting while {', '.join(busy) or 'the model'} is busy")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        _teardown(node, executor, starter)
+        os._exit(code)  # see the module docstring: never leave the end to the interpreter's exit
 
 
 if __name__ == "__main__":

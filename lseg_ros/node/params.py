@@ -17,8 +17,9 @@ DEFAULT_LABELS = ["floor", "wall", "person", "other"]
 # More labels cost text-encoding time at every switch (about 60 ms per label on a 2-core CPU) and
 # memory per frame; 1024 keeps a switch under a minute there and the mask in mono16.
 MAX_LABELS = 1024
-# Live frames are shrunk to this long side for the network by default: a 4096x4096 frame would
-# otherwise take minutes and gigabytes on the CPU (outputs stay at the input resolution).
+# Live frames are shrunk to this long side for the network by default (Predictor.max_side): the work
+# and memory of a frame grow with its pixels (ViT attention faster still), so one legal 4096x4096 frame
+# would take minutes on a CPU. 1280 keeps 720p at full resolution; outputs stay at the input's size.
 DEFAULT_MAX_SIDE = 1280
 
 
@@ -67,8 +68,8 @@ def _labels(v: List[str]) -> Optional[str]:
     seen: Dict[str, int] = {}
     for i, label in enumerate(labels):
         parts = [p.strip() for p in str(label).strip().split("|")]
-        if not str(label).strip() or any(not p for p in parts):
-            return f"label {i} ({label!r}) is empty or has an empty alternative"
+        if any(not p or not any(ch.isprintable() and not ch.isspace() for ch in p) for p in parts):
+            return f"label {i} ({str(label)[:60]!r}) is empty or has an empty alternative"
         key = parts[0].casefold()
         if key in seen:
             return f"duplicate label {parts[0]!r} (labels {seen[key]} and {i})"
