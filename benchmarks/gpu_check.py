@@ -13,6 +13,7 @@ Usage: PYTHONPATH=.:test python benchmarks/gpu_check.py [--runs 20]
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -71,7 +72,7 @@ def speed(name: str, net: LSegNet, runs: int) -> None:
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     results = {}
     for prec in ("fp32", "fp16", "bf16"):
-        pred = Predictor(net, device="cuda", precision=prec)
+        pred = Predictor(net if prec == "fp32" else copy.deepcopy(net), device="cuda", precision=prec)
         labels = pred.encode_labels(["floor", "person", "table", "other"])
         torch.cuda.reset_peak_memory_stats()
         t = cuda_time(lambda: pred.predict(frame, labels), runs)
