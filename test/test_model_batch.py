@@ -179,3 +179,20 @@ def test_features_in_a_batch_follow_each_frame(pred):
     assert outs[0].features.shape[1:] == (188, 250) and outs[1].features.shape[1:] == (51, 67)
     (alone,) = pred.predict_batch([small], LABELS, features_stride=2)
     assert alone.features.shape == outs[1].features.shape
+
+
+def test_banded_upsampling_equals_upsample_then_summarize():
+    """The CPU path never builds full-size logits: bands of rows, interpolated as F.interpolate does."""
+    from lseg_ros.model.postprocess import summarize_upsampled
+    g = torch.Generator().manual_seed(1)
+    for n, (h, w), crop in [(3, (12, 16), (24, 32)), (150, (30, 40), (59, 77)), (7, (1, 5), (2, 9))]:
+        low = torch.randn(n, h, w, generator=g) * 4
+        full = F.interpolate(low[None], scale_factor=2, mode="bilinear", align_corners=True)[0, :, :crop[0], :crop[1]]
+        a = summarize(full, want_probs=[0, n - 1])
+        b = summarize_upsampled(low, crop, want_probs=[0, n - 1], band_elements=n * crop[1] * 3)  # 3-row bands
+        top2 = full.topk(min(2, n), dim=0).values
+        decided = (top2[0] - top2[-1] > 1e-4) if n > 1 else torch.ones(crop, dtype=torch.bool)
+        assert b.mask.shape == crop and torch.equal(a.mask[decided], b.mask[decided])
+        torch.testing.assert_close(b.confidence, a.confidence, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b.stats, a.stats, atol=1e-4, rtol=0)
+        torch.testing.assert_close(b.probs, a.probs, atol=1e-5, rtol=0)

@@ -84,12 +84,13 @@ class LSegNet(nn.Module):
         feats = self.image_features(x).float()
         return feats / feats.norm(dim=1, keepdim=True)
 
-    def score(self, emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def score(self, emb: torch.Tensor, text: torch.Tensor, upsample: bool = True) -> torch.Tensor:
         """Unit-norm pixel embeddings (B, D, h, w), text (N, D) or (B, N, D) -> (B, N, 2h, 2w) logits.
 
         The label-dependent step, float32, any shapes (a new label set never recompiles): cosine
         similarity x 1/0.07, the optional spatial block (§1.5), bilinear x2 (align_corners=True).
-        The matmul is done in float32 (the reference's .half() only adds rounding)."""
+        The matmul is done in float32 (the reference's .half() only adds rounding).
+        upsample=False: the (B, N, h, w) logits before the x2 step (postprocess.summarize_upsampled)."""
         per_sample = text.ndim == 3 and text.shape[0] == emb.shape[0]
         if not (text.ndim == 2 or per_sample) or text.shape[-1] != self.config.out_dim:
             raise ValueError(f"text features must be (N, {self.config.out_dim}) or (B={emb.shape[0]}, N, "
@@ -100,6 +101,8 @@ class LSegNet(nn.Module):
                                                         emb.float(), text)
         if self.scratch.head_block is not None:
             logits = self.scratch.head_block.apply_stack(logits, self.config.block_depth)
+        if not upsample:
+            return logits
         return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

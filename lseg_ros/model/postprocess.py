@@ -12,11 +12,13 @@ confidence and probabilities float32; the three (N,) statistics float32, in one 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # float32 elements of the temporaries per label chunk: 16 MB on the CPU (reused by malloc, no page
 # faults); on CUDA one chunk of up to 1 GB, since every chunk costs kernel launches there.
@@ -58,31 +60,82 @@ class DeviceResult:
     prob_index: Optional[List[int]]
 
 
+class _Accumulator:
+    """Results of one image filled band by band (rows), or in one go for a whole logits tensor."""
+
+    def __init__(self, n: int, h: int, w: int, device: torch.device, index: Optional[List[int]]) -> None:
+        self.n, self.index = n, index
+        self.mask = torch.empty(h, w, dtype=torch.long, device=device)
+        self.confidence = torch.empty(h, w, device=device)
+        self.max_logprob = torch.full((n,), -math.inf, device=device)
+        self.probs = None if index is None else torch.empty(len(index), h, w, device=device)
+        self._all = index is not None and index == list(range(n))
+
+    def add(self, logits: torch.Tensor, rows: slice = slice(None)) -> None:
+        """(N, r, W) float32 logits of output rows `rows`; label chunks bound the temporaries."""
+        n, h, w = logits.shape
+        top, mask = logits.max(dim=0)
+        chunk = max(1, _CHUNK_ELEMENTS.get(logits.device.type, 1 << 22) // max(1, h * w))
+        sumexp = torch.zeros_like(top)
+        for part in logits.split(chunk):
+            sumexp += (part - top).exp_().sum(dim=0)
+        lse = top + sumexp.log()
+        self.mask[rows] = mask
+        self.confidence[rows] = sumexp.reciprocal()  # exp(top - lse)
+        band_max = torch.cat([(part - lse).amax(dim=(1, 2)) for part in logits.split(chunk)])
+        torch.maximum(self.max_logprob, band_max, out=self.max_logprob)
+        if self.probs is not None:
+            sel = logits if self._all else logits[self.index]
+            self.probs[:, rows] = (sel - lse).exp_()
+
+    def result(self) -> DeviceResult:
+        n, flat = self.n, self.mask.flatten()
+        count = torch.bincount(flat, minlength=n).float()
+        conf_sum = torch.zeros(n, device=flat.device).index_add_(0, flat, self.confidence.flatten())
+        mean_conf = torch.where(count > 0, conf_sum / count.clamp(min=1), torch.zeros_like(count))
+        stats = torch.stack([count / flat.numel(), mean_conf, self.max_logprob.exp()])
+        return DeviceResult(self.mask.to(mask_dtype(n)), self.confidence, stats, self.probs, self.index)
+
+
 def summarize(logits: torch.Tensor, want_probs: WantProbs = False) -> DeviceResult:
     """(N, H, W) float32 logits -> mask, confidence, per-class statistics, wanted probabilities."""
     if logits.ndim != 3:
         raise ValueError(f"logits must be (N, H, W), got {tuple(logits.shape)}")
-    logits = logits.float()
     n, h, w = logits.shape
-    index = prob_indices(want_probs, n)
-    top, mask = logits.max(dim=0)
-    chunk = max(1, _CHUNK_ELEMENTS.get(logits.device.type, 1 << 22) // max(1, h * w))
-    sumexp = torch.zeros_like(top)
-    for part in logits.split(chunk):
-        sumexp += (part - top).exp_().sum(dim=0)
-    lse = top + sumexp.log()
-    confidence = sumexp.reciprocal()  # exp(top - lse)
-    max_logprob = torch.cat([(part - lse).amax(dim=(1, 2)) for part in logits.split(chunk)])
-    flat = mask.flatten()
-    count = torch.bincount(flat, minlength=n).float()
-    conf_sum = torch.zeros(n, device=logits.device).index_add_(0, flat, confidence.flatten())
-    mean_conf = torch.where(count > 0, conf_sum / count.clamp(min=1), torch.zeros_like(count))
-    stats = torch.stack([count / flat.numel(), mean_conf, max_logprob.exp()])
-    probs = None
-    if index is not None:
-        sel = logits if index == list(range(n)) else logits[index]
-        probs = (sel - lse).exp_()
-    return DeviceResult(mask.to(mask_dtype(n)), confidence, stats, probs, index)
+    acc = _Accumulator(n, h, w, logits.device, prob_indices(want_probs, n))
+    acc.add(logits.float())
+    return acc.result()
+
+
+def summarize_upsampled(low: torch.Tensor, crop: Tuple[int, int], want_probs: WantProbs = False,
+                        band_elements: int = 1 << 20) -> DeviceResult:
+    """Half-resolution logits (N, h, w) -> the results of their x2 bilinear upsampling
+    (align_corners=True, as `LSegNet.score`) cropped to `crop` = (rh, rw), computed in bands of
+    output rows: the full-resolution logits never exist, each band's temporaries stay in the
+    CPU's cache (about 2-3x less time than upsampling first at 150 labels). The interpolation is
+    the same separable arithmetic: along the width by F.interpolate, then between two rows."""
+    n, h, w = low.shape
+    big_h, big_w = 2 * h, 2 * w
+    rh, rw = crop
+    if not (0 < rh <= big_h and 0 < rw <= big_w):
+        raise ValueError(f"crop {crop} outside the upsampled size {(big_h, big_w)}")
+    low = low.float()
+    acc = _Accumulator(n, rh, rw, low.device, prob_indices(want_probs, n))
+    scale = torch.tensor((h - 1) / (big_h - 1), dtype=torch.float32)  # as torch computes it
+    rows = max(1, band_elements // max(1, n * rw))
+    for y0 in range(0, rh, rows):
+        y1 = min(rh, y0 + rows)
+        src = torch.arange(y0, y1, dtype=torch.float32) * scale
+        i0 = src.floor().long().clamp(max=h - 1)
+        i1 = (i0 + 1).clamp(max=h - 1)
+        frac = (src - i0.float()).to(low.device).view(1, -1, 1)
+        r0, r1 = int(i0[0]), int(i1[-1])
+        wide = F.interpolate(low[None, :, r0:r1 + 1], size=(r1 + 1 - r0, big_w), mode="bilinear",
+                             align_corners=True)[0, :, :, :rw]
+        i0, i1 = (i0 - r0).to(low.device), (i1 - r0).to(low.device)
+        band = wide[:, i0] * (1 - frac) + wide[:, i1] * frac
+        acc.add(band, slice(y0, y1))
+    return acc.result()
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .devices import DTYPES, Precision, resolve_device, resolve_precision
 from .fastpath import ImagePath, Uploader, convert_image_path, image_dtype
 from .lseg import LSegNet
-from .postprocess import WantProbs, download, summarize
+from .postprocess import WantProbs, download, summarize, summarize_upsampled
 from .reference import REFERENCE_SCALES, reference_logits
 from .text import LabelSet, encode_label_set
 
@@ -270,8 +270,12 @@ class Predictor:
             t = self._tick("forward", t)
             results, feats = [], []
             for i, size in enumerate(sizes):
-                logits = self._image_logits(self.net.score(emb[i:i + 1], text), size)
-                results.append(summarize(logits, want_probs))
+                if self.device.type == "cpu" and size[:2] == size[2:]:  # banded: no full-size logits
+                    low = self.net.score(emb[i:i + 1], text, upsample=False)[0]
+                    results.append(summarize_upsampled(low, size[:2], want_probs))
+                else:
+                    logits = self._image_logits(self.net.score(emb[i:i + 1], text), size)
+                    results.append(summarize(logits, want_probs))
                 if features_stride is not None:
                     feats.append(self._features(emb[i], size, features_stride))
             t = self._tick("post", t)
