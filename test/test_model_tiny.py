@@ -114,3 +114,14 @@ def test_model_imports_without_ros():
     code = ("import sys; sys.modules['rclpy'] = None; import lseg_ros.model; "
             "assert not any(m.startswith(('rclpy', 'sensor_msgs')) for m in sys.modules if sys.modules[m])")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_text_encoded_without_padding_equals_whole_context(net):
+    """Label texts run only up to the longest one's end token (causal mask, end-token pooling):
+    the same features as the tower on all 77 positions, for short and long texts in one batch."""
+    from lseg_ros.model.text import tokenize
+    labels = ["dog", "a photo of a red car", "Traffic  Light!", "café", "word " * 60]
+    with torch.no_grad():
+        whole = torch.nn.functional.normalize(net.text.tower(tokenize(labels)).float(), dim=-1)
+    torch.testing.assert_close(net.encode_text(labels), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(net.encode_text(labels[:1]), whole[:1], atol=1e-6, rtol=0)
