@@ -158,3 +158,22 @@ def test_compile_is_exact_fp32():
     fast = Predictor(net, precision="fp32", compile=True, input_size=(384, 512))
     fast.warmup(batch_sizes=(1, 2))
     assert_exact(eager, fast, photos())
+
+
+@pytest.mark.parametrize("name", ["tiny_vit", "tiny_resnet"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_stage_modules_are_all_called(name, precision):
+    """Every module of `LSegNet.stage_modules` runs in every forward, in fp32 and bf16 (where the ViT
+    blocks are entered through their attention/MLP): pre-hooks on them (the node's cancellation) fire."""
+    net = tiny(name)
+    pred = Predictor(net, precision=precision)
+    mods = net.stage_modules()
+    assert len(mods) >= 8 and len(set(map(id, mods))) == len(mods)
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda m, i: seen.append(id(m))) for m in mods]
+    try:
+        pred.predict(photos()[1], LABELS)
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(seen) == {id(m) for m in mods}

@@ -9,7 +9,7 @@ becomes `text.tower`), so loading is a prefix rename (see checkpoint.py).
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,24 @@ class LSegNet(nn.Module):
         """
         return checkpoint.load_checkpoint(path, cls, spatial_block=spatial_block, block_depth=block_depth,
                                           activation=activation, device=device, config=config)
+
+    def stage_modules(self) -> List[nn.Module]:
+        """Modules of the image path that every forward calls, in order, a few hundred ms apart at
+        most on a CPU: each ViT block's attention and MLP (called directly under fp16/bf16, where
+        the block itself is not: backbones._block), each ResNet block, the reassemble stages, the
+        decoder's fusion blocks and head. For forward pre-hooks (the node's cancellation)."""
+        mods: List[nn.Module] = []
+        if self.config.backbone == "vit":
+            for blk in list(self.pretrained.model.blocks)[:max(self.config.vit_taps) + 1]:
+                parts = [getattr(blk, "attn", None), getattr(blk, "mlp", None)]
+                mods += parts if all(p is not None for p in parts) else [blk]
+            mods += [getattr(self.pretrained, f"act_postprocess{i}")[0] for i in range(1, 5)]  # readouts
+        else:
+            for layer in (self.pretrained.layer1, self.pretrained.layer2, self.pretrained.layer3,
+                          self.pretrained.layer4):
+                mods += list(layer.children())
+        mods += [getattr(self.scratch, f"refinenet{i}") for i in (4, 3, 2, 1)] + [self.scratch.head1]
+        return mods
 
     # ---- inference --------------------------------------------------------------
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
