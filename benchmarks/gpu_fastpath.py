@@ -121,65 +121,59 @@ def fidelity(rep: Report, net, device: str, dry: bool, variants) -> None:
         rep.save()
 
 
-def speed(rep: Report, name: str, net, device: str, dry: bool, variants, sizes, batches, label_sets,
-          runs: int, deadline: float) -> None:
+def speed(rep: Report, name: str, net, device: str, dry: bool, variant: str, size, frames, batches,
+          label_sets, runs: int, base: dict) -> None:
+    """One model, one variant: every label set x batch size; `base` holds the fp32 figures."""
     rows = rep.data.setdefault("speed", [])
-    for size in sizes:
-        frames = photos(*size, max(batches))
-        base = {}
-        for variant in variants:
-            if time.monotonic() > deadline:
-                rep.line(f"  (budget reached: {name} {variant} and later skipped)")
-                return
-            t_build = time.perf_counter()
-            pred = make_predictor(net, device, variant, size, dry)
-            pred.warmup(batch_sizes=batches, labels=LABELS3)
-            sync(device)
-            t_build = time.perf_counter() - t_build
-            for labels_list in label_sets:
-                labels = pred.encode_labels(labels_list)
-                for b in batches:
-                    batch = frames[:b]
-                    if device == "cuda":
-                        torch.cuda.reset_peak_memory_stats()
-                    for _ in range(2):
-                        pred.predict_batch(batch, labels)
-                    times = []
-                    for _ in range(runs):
-                        t = time.perf_counter()
-                        pred.predict_batch(batch, labels)  # returns numpy: includes the wait for the GPU
-                        times.append(time.perf_counter() - t)
-                    pred.profile = True
-                    pred.predict_batch(batch, labels)
-                    stages = dict(pred.stage_times)
-                    pred.profile = False
-                    ms = statistics.median(times) * 1e3
-                    key = (size, len(labels_list), b)
-                    if variant == "fp32":
-                        base[key] = ms
-                    row = {"model": name, "variant": variant, "size": size, "labels": len(labels_list), "batch": b,
-                           "ms_per_batch": ms, "fps": 1e3 * b / ms, "ratio_vs_fp32": base.get(key, float("nan")) / ms,
-                           "stages_ms": {k: v * 1e3 for k, v in stages.items()},
-                           "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None,
-                           "build_and_warmup_s": t_build}
-                    rows.append(row)
-                    st = " ".join(f"{k} {v:.2f}" for k, v in row["stages_ms"].items())
-                    rep.line(f"  {name:10s} {size[0]}x{size[1]} {variant:20s} {len(labels_list):3d} labels batch {b}: "
-                             f"{ms:8.2f} ms = {row['fps']:7.1f} fps, x{row['ratio_vs_fp32']:.2f} vs fp32 "
-                             f"[{st}] peak {row['peak_gpu_gib'] or 0:.2f} GiB (setup {t_build:.0f} s)")
-                    rep.save()
-            if variant == "fp32":
-                t = []
-                for r in range(3):
-                    t0 = time.perf_counter()
-                    pred.encode_labels([f"{w} v{r}" for w in LABELS150[:10]])
-                    sync(device)
-                    t.append(time.perf_counter() - t0)
-                rep.data.setdefault("label_switch_10_s", {})[name] = t
-                rep.line(f"  {name} label switch, 10 new labels: {min(t) * 1e3:.1f} ms (first {t[0] * 1e3:.1f} ms)")
-            del pred
+    t_build = time.perf_counter()
+    pred = make_predictor(net, device, variant, size, dry)
+    pred.warmup(batch_sizes=batches, labels=LABELS3)
+    sync(device)
+    t_build = time.perf_counter() - t_build
+    for labels_list in label_sets:
+        labels = pred.encode_labels(labels_list)
+        for b in batches:
+            batch = frames[:b]
             if device == "cuda":
-                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(2):
+                pred.predict_batch(batch, labels)
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                pred.predict_batch(batch, labels)  # returns numpy: includes the wait for the GPU
+                times.append(time.perf_counter() - t)
+            pred.profile = True
+            pred.predict_batch(batch, labels)
+            stages = dict(pred.stage_times)
+            pred.profile = False
+            ms = statistics.median(times) * 1e3
+            key = (name, tuple(size), len(labels_list), b)
+            if variant == "fp32":
+                base[key] = ms
+            row = {"model": name, "variant": variant, "size": size, "labels": len(labels_list), "batch": b,
+                   "ms_per_batch": ms, "fps": 1e3 * b / ms, "ratio_vs_fp32": base.get(key, float("nan")) / ms,
+                   "stages_ms": {k: v * 1e3 for k, v in stages.items()},
+                   "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None,
+                   "build_and_warmup_s": t_build}
+            rows.append(row)
+            st = " ".join(f"{k} {v:.2f}" for k, v in row["stages_ms"].items())
+            rep.line(f"  {name:10s} {size[0]}x{size[1]} {variant:20s} {len(labels_list):3d} labels batch {b}: "
+                     f"{ms:8.2f} ms = {row['fps']:7.1f} fps, x{row['ratio_vs_fp32']:.2f} vs fp32 "
+                     f"[{st}] peak {row['peak_gpu_gib'] or 0:.2f} GiB (setup {t_build:.0f} s)")
+            rep.save()
+    if variant == "fp32":
+        t = []
+        for r in range(3):
+            t0 = time.perf_counter()
+            pred.encode_labels([f"{w} v{r}" for w in LABELS150[:10]])
+            sync(device)
+            t.append(time.perf_counter() - t0)
+        rep.data.setdefault("label_switch_10_s", {})[name] = t
+        rep.line(f"  {name} label switch, 10 new labels: {min(t) * 1e3:.1f} ms (first {t[0] * 1e3:.1f} ms)")
+    del pred
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def main(argv=None) -> int:
@@ -227,11 +221,17 @@ def main(argv=None) -> int:
         fidelity(rep, vit, device, dry, variants)
     rep.line("speed (frame in -> mask, confidence, statistics on the host):")
     deadline = t0 + a.budget
-    for name, net in models:
-        if net is None:
-            net = LSegNet.from_config(LSegConfig.tiny_resnet() if dry else LSegConfig.rn101(), device=device)
-        speed(rep, name, net, device, dry, variants, sizes, batches, label_sets, runs, deadline)
-        del net
+    rn = LSegNet.from_config(LSegConfig.tiny_resnet() if dry else LSegConfig.rn101(), device=device)
+    models = [(name, net if net is not None else rn) for name, net in models]
+    base: dict = {}
+    for size in sizes:
+        frames = photos(*size, max(batches))
+        for variant in variants:  # both models get each variant before the next, so a budget cut is even
+            for name, net in models:
+                if time.monotonic() > deadline:
+                    rep.line(f"  (budget reached: {name} {variant} skipped)")
+                    continue
+                speed(rep, name, net, device, dry, variant, size, frames, batches, label_sets, runs, base)
     rep.data["wall_seconds"] = time.monotonic() - t0
     rep.line(f"done in {rep.data['wall_seconds']:.0f} s")
     rep.save()
