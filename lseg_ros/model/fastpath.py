@@ -147,7 +147,10 @@ class ImagePath:
         self.compiled = compile
         if compile:
             # dynamic=False: one specialised graph per input shape (a fixed camera size compiles once).
-            fn = torch.compile(fn, dynamic=False)
+            # On the CPU, inductor's freezing (weights as constants, prepacked for oneDNN) is what
+            # makes compile pay: measured x1.09-1.11 (ViT-L/16) and x1.06-1.10 (ResNet-101) in fp32,
+            # exact to 5e-6, against x0.94-0.99 without it. The weights must not change afterwards.
+            fn = torch.compile(fn, dynamic=False, options={"freezing": True} if device.type == "cpu" else None)
         self._fn = fn
         self.runner = StaticShapeRunner(self._call, capture=True) if cuda_graphs else None
 
