@@ -90,14 +90,15 @@ def test_refused_transition_leaves_the_state(rig):
     assert _processed(t) is not None
 
 
-def test_autostart_false_waits_unconfigured_and_failed_configure_names_the_file(ros_env, rclpy_context):
+def test_autostart_false_waits_unconfigured_failed_configure_and_unknown_parameter_named(ros_env, rclpy_context):
     t = TestNode(rclpy_context)
-    node = NodeProcess(ros_env, params=TINY + ("autostart:=false", "weights:=/nonexistent/w.ckpt"),
+    node = NodeProcess(ros_env, params=TINY + ("autostart:=false", "weights:=/nonexistent/w.ckpt", "modle:=vitl16"),
                        ros_args=("-r", "__node:=lseg_manual"))
     try:
         wait_for(lambda: t.node.count_publishers("/diagnostics") > 0 and
                  "lseg_manual" in t.node.get_node_names(), 60, "node up")
         assert _state(t, "lseg_manual") == "unconfigured"
+        assert "ignoring unknown parameter(s) modle" in node.log()  # a typo is named, not silently ignored
         assert not _transition(t, "configure", "lseg_manual")
         assert _state(t, "lseg_manual") == "unconfigured"
         assert "/nonexistent/w.ckpt" in node.log()

@@ -69,6 +69,14 @@ class LSegNode(LifecycleNode):
         problems = [f"{n}: {r}" for n, v in cfg.items() if (r := P.validate(n, v))]
         if problems:
             raise StartupError("invalid parameters: " + "; ".join(problems))
+        # rclpy keeps the command line's and params files' values in _parameter_overrides (no public
+        # accessor); ones this node does not declare would be ignored silently: say so (a typo, mostly).
+        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {})
+                         if n not in P.BY_NAME and n not in ("use_sim_time", "start_type_description_service")
+                         and not n.startswith("qos_overrides."))
+        if unknown:
+            self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(unknown)} (from the command line "
+                                      f"or a params file); lseg_node's parameters: docs/node.md")
         self.cfg = cfg  # replaced, never mutated: a batch reads one snapshot
         self.predictor = None
         self.device = "-"
