@@ -3,7 +3,7 @@
 Arguments (`ros2 launch lseg_ros lseg.launch.py --show-args` lists them):
 image (input topic), namespace (moves the node and every output: <ns>/lseg/..., <ns>/set_labels),
 params_file (default config/lseg.yaml), and arguments that override the params file only when given
-(non-empty): weights, model, device, autostart, image_topics. rviz:=true opens config/lseg.rviz.
+(non-empty): weights, model, device, autostart, image_topics, depth_topics. rviz:=true opens config/lseg.rviz.
 
 Arguments and the params file are checked before anything starts, against the node's own parameter
 table (lseg_ros.node.params): a bad value (device:=gpu7), a params file that does not exist or names
@@ -29,7 +29,7 @@ from lseg_ros.node import params as P
 
 NODE_NAME = "lseg_node"
 # launch arguments that, when non-empty, override the params file (each is a node parameter)
-OVERRIDES = ("weights", "model", "device", "autostart", "image_topics")
+OVERRIDES = ("weights", "model", "device", "autostart", "image_topics", "depth_topics")
 # parameters every rclpy node accepts besides its own
 GENERIC_PARAMS = ("use_sim_time", "start_type_description_service")
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -174,6 +174,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image_topics", default_value="",
                               description="several cameras: \"[/front/image_raw, /rear/image_raw]\"; outputs "
                                           "go beside each topic; " + as_file),
+        DeclareLaunchArgument("depth_topics", default_value="",
+                              description="aligned depth per camera (order of image_topics), e.g. "
+                                          "\"[/camera/aligned_depth_to_color/image_raw]\": enables lseg/points; " + as_file),
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/lseg.rviz"),
         OpaqueFunction(function=_nodes),
     ])
