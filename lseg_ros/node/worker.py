@@ -6,8 +6,8 @@ force, publish each camera's outputs with its own header. An exception inside in
 memory on a large frame, ...) is reported in /diagnostics and the next batch goes on.
 
 Stopping mid-frame: on the CPU a ViT-L/16 frame takes seconds, so the network gets forward pre-hooks
-on its blocks that raise `Cancelled` once `cancel` is set (a deactivate, cleanup or Ctrl-C then ends
-the frame within one block, ~0.4 s, instead of after the whole forward). Not installed on CUDA,
+on its stages that raise `Cancelled` once `cancel` is set (a deactivate, cleanup or Ctrl-C then ends
+the frame within one stage, a few hundred ms, instead of after the whole forward). Not installed on CUDA,
 where a frame takes milliseconds and hooks would stand in the way of compiled graphs.
 """
 from __future__ import annotations
@@ -30,19 +30,14 @@ class Cancelled(Exception):
 
 
 class CancelHooks:
-    """Forward pre-hooks on the image path's blocks (depth 2-3 under `pretrained` and `scratch`)."""
+    """Forward pre-hooks on the image path's stages (`LSegNet.stage_modules`: each ViT block's
+    attention and MLP, ResNet blocks, fusion blocks), which every forward calls in every precision."""
 
     def __init__(self, net, event: threading.Event) -> None:
         def check(_module, _inputs):
             if event.is_set():
                 raise Cancelled()
-        self._handles = []
-        for root in (getattr(net, "pretrained", None), getattr(net, "scratch", None)):
-            if root is None:
-                continue
-            for name, module in root.named_modules():
-                if name and name.count(".") <= 2:
-                    self._handles.append(module.register_forward_pre_hook(check))
+        self._handles = [m.register_forward_pre_hook(check) for m in net.stage_modules()]
 
     def remove(self) -> None:
         for h in self._handles:
