@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from ros_harness import TINY, NodeProcess, TestNode, diagnostics_value, image_msg, photo, stamp_key, wait_for

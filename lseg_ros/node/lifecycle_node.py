@@ -10,7 +10,6 @@ outputs.py (per-camera publishers), labels.py (the label set in force), diagnost
 from __future__ import annotations
 
 import gc
-import threading
 import time
 from typing import Any, Dict, List, Optional
 

@@ -6,7 +6,7 @@ neither computed nor sent; class_confidences goes out for every processed frame.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 from rclpy.node import Node
