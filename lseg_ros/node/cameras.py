@@ -27,10 +27,6 @@ class CameraSpec:
     image_topic: str  # as given (relative names resolve in the node's namespace; remappable)
     output_prefix: str  # '<namespace of image_topic>/lseg', relative when image_topic is
 
-    @property
-    def name(self) -> str:
-        return self.image_topic
-
 
 def camera_layout(image_topics: Sequence[str]) -> List[CameraSpec]:
     """CameraSpecs for the `image_topics` parameter. Raises ValueError when two cameras' outputs would

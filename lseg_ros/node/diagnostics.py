@@ -83,10 +83,10 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
     statuses = [top]
     for i, (cam, c) in enumerate(zip(cameras, per_cam)):
         depth = depths[i] if i < len(depths) else None
-        st = DiagnosticStatus(name=f"{node_name}: camera {cam.spec.name}", hardware_id=device)
+        st = DiagnosticStatus(name=f"{node_name}: camera {cam.spec.image_topic}", hardware_id=device)
         st.level, st.message = OK, f"{c[1]} of {c[0]} frames processed"
         if state == "active" and c[0] == 0:
-            st.level, st.message = WARN, f"no frames received on {cam.sub.topic_name if cam.sub else cam.spec.name}"
+            st.level, st.message = WARN, f"no frames received on {cam.sub.topic_name if cam.sub else cam.spec.image_topic}"
         st.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ("topic", cam.sub.topic_name if cam.sub else cam.spec.image_topic),
             ("outputs", cam.spec.output_prefix), ("input_reliability", cam.reliability or ""),

@@ -170,9 +170,7 @@ class LSegNode(LifecycleNode):
         return SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
-        self._stop_input()
-        self._release()
-        return SUCCESS
+        return self.on_shutdown(state)
 
     def _stop_input(self) -> None:
         """Unsubscribe and end the frame in hand (cancelled on the CPU; waited for on CUDA, ms)."""
@@ -317,9 +315,6 @@ class LSegNode(LifecycleNode):
     def report_error(self, text: str) -> None:
         self.timings.error(text)
         self.frame_error(text)
-
-    def timing(self, frames: int, t_inf: float, t_pub: float) -> None:
-        self.timings.add(frames, t_inf, t_pub)
 
     def _publish_diagnostics(self) -> None:
         cfg, active = self.cfg, self.labels.active

@@ -22,18 +22,6 @@ from typing import List, Optional
 GRACE_S = 1.5  # for the worker and executor threads once a signal arrived
 
 
-class _Stop:
-    """Set by SIGINT/SIGTERM; the main loop polls it."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signals = 0
-
-    def __call__(self, signum, _frame) -> None:
-        self.signals += 1
-        self.event.set()
-
-
 def _autostart(node, stop: threading.Event) -> None:
     """configure + activate, as a lifecycle manager would; failures are logged by the node."""
     from lifecycle_msgs.msg import State
@@ -77,9 +65,9 @@ def _teardown(node, executor, starter) -> None:
 
 def main(args: Optional[List[str]] = None) -> None:
     """Runs the node until SIGINT/SIGTERM; ends the process (status 0, or 1 when it cannot start)."""
-    stop = _Stop()
+    stop = threading.Event()  # set by SIGINT/SIGTERM; the main loop polls it
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+        signal.signal(sig, lambda _signum, _frame: stop.set())
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -99,11 +87,11 @@ def main(args: Optional[List[str]] = None) -> None:
     executor.add_node(node)
     starter = None
     if node.cfg["autostart"]:
-        starter = threading.Thread(target=_autostart, args=(node, stop.event), name="lseg_autostart", daemon=True)
+        starter = threading.Thread(target=_autostart, args=(node, stop), name="lseg_autostart", daemon=True)
         starter.start()
     code = 0
     try:
-        while not stop.event.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok():
             try:
                 executor.spin_once(timeout_sec=0.1)
             except Exception as e:  # a failing callback must not take the node down

@@ -100,7 +100,7 @@ class InferenceWorker:
                                                         bool(msg.is_bigendian), msg.data, cfg["max_image_pixels"])
             except imaging.ImageError as e:
                 slots.count(cam, "dropped_invalid")
-                node.frame_error(f"dropped frame of {node.cameras[cam].spec.name} (stamp "
+                node.frame_error(f"dropped frame of {node.cameras[cam].spec.image_topic} (stamp "
                                  f"{stamp.nanoseconds * 1e-9:.3f}, frame_id '{msg.header.frame_id}'): {e}")
                 continue
             depth = node.depths[cam] if node.depths else None
@@ -137,7 +137,7 @@ class InferenceWorker:
             latency = ((done - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0
                        else time.monotonic() - t_received)
             slots.count(cam, "processed", latency)
-        node.timing(len(frames), t_inf, time.perf_counter() - t0 - t_inf)
+        node.timings.add(len(frames), t_inf, time.perf_counter() - t0 - t_inf)
 
     def join(self, timeout: float) -> bool:
         """Stops the thread (cancelling the frame in hand); True when it ended within `timeout`."""
