@@ -1,9 +1,9 @@
-"""Per-camera input: the topic layout, the newest-frame slots and the subscriptions.
+"""Per-camera input: the topic layout, the subscriptions and the worker's frame source.
 
-Each camera has its own one-slot buffer (newest wins; an unprocessed frame it replaces is counted as
-dropped). The worker takes the pending frame of EVERY camera at once, so one forward serves all the
-cameras that are ready and a camera publishing faster than the others cannot starve them: it only
-overwrites its own slot.
+Each camera's subscription keeps its newest frames in DDS (keep-last); the worker takes the newest
+frame of EVERY camera that has one at once (`FrameSource`), so one forward serves all the cameras that
+are ready and a camera publishing faster than the others cannot starve them: it only replaces its own
+frames.
 
 Output names: a camera's outputs go beside its image topic, `front/image_raw` -> `front/lseg/mask`,
 so the default single camera `image` keeps `lseg/mask` (relative: a namespace or remap moves both).
@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from rclpy.callback_groups import CallbackGroup
+from rclpy.exceptions import InvalidHandle
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -56,37 +60,94 @@ class CameraStats:
     latencies: List[float] = field(default_factory=list)  # since the last diagnostics message
 
 
-class FrameSlots:
-    """One newest-frame slot per camera behind one condition: put() by the subscriptions, take_all()
-    by the worker (every pending frame at once)."""
+class PulledGroup(CallbackGroup):
+    """A callback group the executor never serves: its subscriptions stay out of the executor's wait
+    set (rclpy's executors ask `can_execute` before adding an entity) and `FrameSource` takes from them."""
 
-    def __init__(self, n: int) -> None:
-        self._cond = threading.Condition()
-        self._items: List[Any] = [None] * n
+    def can_execute(self, entity) -> bool:
+        return False
+
+    def beginning_execution(self, entity) -> bool:
+        return False
+
+    def ending_execution(self, entity) -> None:
+        pass
+
+
+class FrameSource:
+    """The worker's input: waits on every camera's subscription at once and takes the newest frame of
+    each camera that has one.
+
+    Frames are pulled when the worker is ready for the next batch, not pushed through the executor
+    one callback per message: at 30 Hz the executor's per-message work (wait-set rebuild, take,
+    dispatch) cost ~18% of a core here (rclpy MultiThreadedExecutor, 640x480 rgb8), pulling at the
+    inference rate ~4% (benchmarks/input_cost.py). Frames the worker never takes stay in DDS and are
+    replaced there (keep-last), so no Python work is spent on them.
+
+    Counting: a frame's publication sequence number tells how many frames its camera published since
+    the previous one taken, so `received` counts every frame the camera sent since the first one the
+    node took (at first sight of a camera, the frames taken) and `dropped_overwritten` the ones not
+    processed because a newer frame came first (with a best-effort camera, also the ones lost in
+    transport). Without sequence numbers each frame taken counts once.
+    """
+
+    def __init__(self, n: int, context) -> None:
         self.stats = [CameraStats() for _ in range(n)]
         self.lock = threading.Lock()  # guards stats
+        self._context = context
+        self._last_seq: List[Dict[bytes, int]] = [{} for _ in range(n)]
+        self._wait_set = None
 
-    def put(self, index: int, item: Any) -> None:
-        with self._cond:
-            replaced = self._items[index] is not None
-            self._items[index] = item
-            self._cond.notify()
+    def take_newest(self, cameras: Sequence["CameraInput"], timeout: float) -> Dict[int, Any]:
+        """{camera index: (message, transport, monotonic time taken)}: waits up to `timeout` for the
+        first camera to have a frame, then takes the newest frame of every camera that has one."""
+        subs = [(cam.spec.index, "compressed" if sub.msg_type is CompressedImage else "raw", sub)
+                for cam, sub in ((c, c.sub) for c in cameras) if sub is not None]
+        if not subs:
+            time.sleep(min(timeout, 0.05))
+            return {}
+        taken: Dict[int, Any] = {}
+        try:
+            with ExitStack() as stack:
+                for _, _, sub in subs:
+                    stack.enter_context(sub.handle)
+                if self._wait_set is None or self._wait_set[0] != len(subs):
+                    self._wait_set = (len(subs), _rclpy.WaitSet(len(subs), 0, 0, 0, 0, 0, self._context.handle))
+                ws = self._wait_set[1]
+                ws.clear_entities()
+                for _, _, sub in subs:
+                    ws.add_subscription(sub.handle)
+                ws.wait(int(timeout * 1e9))
+                ready = set(ws.get_ready_entities("subscription"))
+                for index, transport, sub in subs:
+                    if sub.handle.pointer in ready:
+                        newest = self._drain(index, sub)
+                        if newest is not None:
+                            taken[index] = (newest, transport, time.monotonic())
+        except InvalidHandle:  # a subscription re-created or closed meanwhile: its frames come next time
+            pass
+        return taken
+
+    def _drain(self, index: int, sub) -> Optional[Any]:
+        newest, n = None, 0
+        while True:
+            got = sub.handle.take_message(sub.msg_type, False)
+            if got is None:
+                break
+            newest, n = got, n + 1
+        if newest is None:
+            return None
+        msg, info = newest
+        seq, gid = info.get("publication_sequence_number"), bytes(info.get("publisher_gid", {}).get("data", b""))
+        last = self._last_seq[index]
+        sent = seq - last[gid] if seq and gid in last and seq > last[gid] else n
+        if seq:
+            last[gid] = seq
         with self.lock:
-            self.stats[index].received += 1
-            self.stats[index].dropped_overwritten += int(replaced)
-
-    def take_all(self, timeout: float) -> Dict[int, Any]:
-        """{camera index: item} of every pending frame (waits up to `timeout` for the first)."""
-        with self._cond:
-            if not any(i is not None for i in self._items):
-                self._cond.wait(timeout)
-            taken = {i: item for i, item in enumerate(self._items) if item is not None}
-            self._items = [None] * len(self._items)
-            return taken
-
-    def clear(self) -> None:
-        with self._cond:
-            self._items = [None] * len(self._items)
+            st = self.stats[index]
+            st.received += sent
+            st.dropped_overwritten += sent - 1
+        return msg
 
     def count(self, index: int, what: str, latency: Optional[float] = None) -> None:
         with self.lock:
@@ -101,9 +162,9 @@ class AdaptiveSubscription:
     why), re-checked by `refresh()` twice a second; re-created only when the choice changes."""
 
     def __init__(self, node: Node, msg_type, topic: str, callback: Callable[[Any], None], callback_group,
-                 warn: Callable[[str], None]) -> None:
+                 warn: Callable[[str], None], min_depth: int = 1) -> None:
         self.node, self.msg_type, self.topic, self.callback = node, msg_type, topic, callback
-        self.group, self._warn = callback_group, warn
+        self.group, self._warn, self.min_depth = callback_group, warn, min_depth
         self.sub = None
         self.key: Optional[tuple] = None
         self.reliability: Optional[str] = None
@@ -114,6 +175,7 @@ class AdaptiveSubscription:
         if mode == "reliable" and any(r.name == "BEST_EFFORT" for r in rels):
             self._warn(f"input_reliability is reliable but a publisher of {self.topic} is best effort: "
                        "its frames cannot arrive (use input_reliability: auto)")
+        depth = max(depth, self.min_depth)
         key = (rel, depth)
         if key == self.key:
             return
@@ -132,11 +194,15 @@ class AdaptiveSubscription:
 
 
 class CameraInput:
-    """The image subscription of one camera (raw `image` or `image/compressed`)."""
+    """The image subscription of one camera (raw `image` or `image/compressed`), pulled by `FrameSource`.
 
-    def __init__(self, node: Node, spec: CameraSpec, slots: FrameSlots, callback_group,
-                 warn: Callable[[str], None]) -> None:
-        self.node, self.spec, self.slots, self.group, self._warn = node, spec, slots, callback_group, warn
+    Its DDS keep-last depth is at least 2: a reader whose only slot holds an untaken frame stalled
+    for seconds on 640x480 frames with Fast DDS's default transports (frames are fragmented and the
+    next one has no room to be assembled); with 2 none stalled (benchmarks/input_cost.py).
+    """
+
+    def __init__(self, node: Node, spec: CameraSpec, group: PulledGroup, warn: Callable[[str], None]) -> None:
+        self.node, self.spec, self.group, self._warn = node, spec, group, warn
         self.input: Optional[AdaptiveSubscription] = None
 
     @property
@@ -152,10 +218,9 @@ class CameraInput:
         topic = self.spec.image_topic + ("/compressed" if transport == "compressed" else "")
         if self.input is None or self.input.topic != topic:
             self.close()
-            index = self.spec.index
             self.input = AdaptiveSubscription(
                 self.node, CompressedImage if transport == "compressed" else Image, topic,
-                lambda m: self.slots.put(index, (m, transport, time.monotonic())), self.group, self._warn)
+                lambda m: None, self.group, self._warn, min_depth=2)
         self.input.refresh(cfg["input_reliability"], cfg["input_depth"])
 
     def close(self) -> None:

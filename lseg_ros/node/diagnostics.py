@@ -37,7 +37,7 @@ class Timings:
 
 
 def build(node_name: str, state: str, device: str, info: Dict[str, str], timings: Timings, since: float,
-          cameras, depths, slots, untrained: bool, load_error: str) -> DiagnosticArray:
+          cameras, depths, source, untrained: bool, load_error: str) -> DiagnosticArray:
     """The DiagnosticArray for the period since `since` (monotonic). Resets the cameras' latency lists."""
     now = time.monotonic()
     period = max(1e-3, now - since)
@@ -48,9 +48,9 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
     rate = frames / period
     inf, pub = [w[2] for w in recent], [w[3] for w in recent]
     per_cam = []
-    if slots is not None:
-        with slots.lock:
-            for st in slots.stats:
+    if source is not None:
+        with source.lock:
+            for st in source.stats:
                 per_cam.append((st.received, st.processed, st.dropped_overwritten, st.dropped_stale,
                                 st.dropped_invalid, list(st.latencies)))
                 st.latencies.clear()

@@ -27,7 +27,7 @@ from lseg_ros.srv import EncodeTexts, SetLabels
 from ..geometry.features import pack_embeddings
 from . import diagnostics
 from . import params as P
-from .cameras import CameraInput, FrameSlots, camera_layout
+from .cameras import CameraInput, FrameSource, PulledGroup, camera_layout
 from .depth_input import DepthInput, default_info_topic
 from .labels import ActiveLabels, LabelState
 from .outputs import CameraOutputs
@@ -82,7 +82,7 @@ class LSegNode(LifecycleNode):
         self.cameras: List[CameraInput] = []
         self.depths: List[Optional[DepthInput]] = []
         self.outputs: List[CameraOutputs] = []
-        self.slots: Optional[FrameSlots] = None
+        self.frames: Optional[FrameSource] = None
         self.timings = diagnostics.Timings()
         self._warned: set = set()
         self._last_log = ("", 0.0)
@@ -91,8 +91,10 @@ class LSegNode(LifecycleNode):
         self._pub_labels = None
         self.labels = LabelState(cfg["labels"], cfg["palette"], self._publish_label_map)
 
-        # Callback groups: input (subscriptions + QoS re-check), labels, diagnostics; inference runs in
-        # the worker thread, outside the executor; transitions and parameters use the default group.
+        # Callback groups: input (depth, camera_info, QoS re-check), labels, diagnostics; the image
+        # subscriptions are in a group the executor never serves (the worker pulls their frames, in its
+        # own thread); transitions and parameters use the default group.
+        self._image_group = PulledGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._label_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
@@ -137,9 +139,9 @@ class LSegNode(LifecycleNode):
         self._pub_labels = self.create_publisher(LabelMap, "lseg/labels", latched_profile())
         self.outputs = [CameraOutputs(self, s.output_prefix, cfg["output_depth"], cfg["heatmap_labels"])
                         for s in specs]
-        self.slots = FrameSlots(len(specs))
+        self.frames = FrameSource(len(specs), self.context)
         warn = lambda text: self.warn_once(("reliable", text), text)  # noqa: E731
-        self.cameras = [CameraInput(self, s, self.slots, self._input_group, warn) for s in specs]
+        self.cameras = [CameraInput(self, s, self._image_group, warn) for s in specs]
         infos = cfg["camera_info_topics"] or [default_info_topic(s.image_topic) for s in specs]
         self.depths = [DepthInput(self, d, i, self._input_group, warn) for d, i in zip(cfg["depth_topics"], infos)]
         self.labels.swap(label_set, cfg["palette"])
@@ -176,8 +178,6 @@ class LSegNode(LifecycleNode):
         """Unsubscribe and end the frame in hand (cancelled on the CPU; waited for on CUDA, ms)."""
         for cam in [*self.cameras, *self.depths]:
             cam.close()
-        if self.slots is not None:
-            self.slots.clear()
         self.worker.cancel.set()
         deadline = time.monotonic() + 5.0
         while self.worker.busy.is_set() and time.monotonic() < deadline:
@@ -193,7 +193,7 @@ class LSegNode(LifecycleNode):
         if self._cancel_hooks is not None:
             self._cancel_hooks.remove()
         device = self.device
-        self.cameras, self.depths, self.outputs, self.slots = [], [], [], None
+        self.cameras, self.depths, self.outputs, self.frames = [], [], [], None
         self._pub_labels, self._cancel_hooks = None, None
         with self.labels.lock:
             self.predictor, self.device = None, "-"
@@ -328,7 +328,7 @@ class LSegNode(LifecycleNode):
             "label_map_version": str(active.version if active else 0),
         }
         arr = diagnostics.build(self.get_name(), self.state, self.device, info, self.timings, self._diag_t,
-                                list(self.cameras), list(self.depths), self.slots, not cfg["weights"],
+                                list(self.cameras), list(self.depths), self.frames, not cfg["weights"],
                                 self._load_error)
         self._diag_t = time.monotonic()
         arr.header.stamp = self.get_clock().now().to_msg()

@@ -164,7 +164,7 @@ PARAMS: Tuple[Param, ...] = (
     Param("input_reliability", "auto", "auto: reliable while every publisher of the input topic is reliable, "
           "best effort as soon as one is not (re-checked twice a second); reliable; best_effort.",
           _choice("auto", "reliable", "best_effort")),
-    Param("input_depth", 1, "Keep-last depth of the input subscription.", _range(1, 100)),
+    Param("input_depth", 1, "Keep-last depth of the input subscriptions (image ones: at least 2).", _range(1, 100)),
     Param("max_frame_age", 1.0, "Frames whose header stamp is older than this (seconds, node clock) when the "
           "worker takes them are dropped and counted. 0 disables the check (unsynchronised camera clocks).",
           _range(0.0)),

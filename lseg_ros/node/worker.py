@@ -1,4 +1,5 @@
-"""The inference worker: one thread, one batched forward for the newest frame of every ready camera.
+"""The inference worker: one thread, one batched forward for the newest frame of every ready camera
+(pulled from DDS by cameras.FrameSource when the worker is ready for them).
 
 Per batch: take every pending frame (one per camera), drop stale ones (`max_frame_age`) and ones that
 do not decode (named in the log, counted), run `Predictor.predict_batch` once with the label set in
@@ -59,13 +60,14 @@ class InferenceWorker:
     def _run(self) -> None:
         node = self.node
         while not self.stop.is_set():
-            items = node.slots.take_all(timeout=0.1) if node.slots is not None else {}
-            if not items:
-                if node.slots is None:
-                    time.sleep(0.05)
-                continue
-            self.busy.set()
             try:
+                frames = node.frames
+                items = frames.take_newest(node.cameras, timeout=0.1) if frames is not None else {}
+                if not items:
+                    if frames is None:
+                        time.sleep(0.05)
+                    continue
+                self.busy.set()
                 self._batch(items)
             except Cancelled:
                 pass
@@ -78,7 +80,7 @@ class InferenceWorker:
 
     def _batch(self, items) -> None:
         node = self.node
-        predictor, active, cfg, outputs, slots = node.predictor, node.labels.active, node.cfg, node.outputs, node.slots
+        predictor, active, cfg, outputs, source = node.predictor, node.labels.active, node.cfg, node.outputs, node.frames
         if predictor is None or active is None or not outputs or self.cancel.is_set():
             return
         clock = node.get_clock()
@@ -87,7 +89,7 @@ class InferenceWorker:
             stamp = Time.from_msg(msg.header.stamp, clock_type=clock.clock_type)
             age = (clock.now() - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0 else 0.0
             if cfg["max_frame_age"] > 0 and age > cfg["max_frame_age"]:
-                slots.count(cam, "dropped_stale")
+                source.count(cam, "dropped_stale")
                 node.warn_once("stale", f"dropping frames older than max_frame_age={cfg['max_frame_age']} s "
                                         f"(this one: {age:.2f} s). If every frame is dropped, the camera's clock "
                                         "is not the node's: set max_frame_age: 0")
@@ -99,7 +101,7 @@ class InferenceWorker:
                     image, order = imaging.decode_image(msg.encoding, msg.height, msg.width, msg.step,
                                                         bool(msg.is_bigendian), msg.data, cfg["max_image_pixels"])
             except imaging.ImageError as e:
-                slots.count(cam, "dropped_invalid")
+                source.count(cam, "dropped_invalid")
                 node.frame_error(f"dropped frame of {node.cameras[cam].spec.image_topic} (stamp "
                                  f"{stamp.nanoseconds * 1e-9:.3f}, frame_id '{msg.header.frame_id}'): {e}")
                 continue
@@ -136,7 +138,7 @@ class InferenceWorker:
             done = clock.now()
             latency = ((done - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0
                        else time.monotonic() - t_received)
-            slots.count(cam, "processed", latency)
+            source.count(cam, "processed", latency)
         node.timings.add(len(frames), t_inf, time.perf_counter() - t0 - t_inf)
 
     def join(self, timeout: float) -> bool:
