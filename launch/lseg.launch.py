@@ -29,7 +29,7 @@ from lseg_ros.node import params as P
 
 NODE_NAME = "lseg_node"
 # launch arguments that, when non-empty, override the params file (each is a node parameter)
-OVERRIDES = ("weights", "model", "device", "autostart", "image_topics", "depth_topics")
+OVERRIDES = ("weights", "model", "device", "autostart", "image_topics", "depth_topics", "fast_path", "input_size")
 # parameters every rclpy node accepts besides its own
 GENERIC_PARAMS = ("use_sim_time", "start_type_description_service")
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -177,6 +177,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("depth_topics", default_value="",
                               description="aligned depth per camera (order of image_topics), e.g. "
                                           "\"[/camera/aligned_depth_to_color/image_raw]\": enables lseg/points; " + as_file),
+        DeclareLaunchArgument("fast_path", default_value="",
+                              description="auto (CUDA graphs on CUDA, + torch.compile with input_size), always, eager; "
+                                          + as_file),
+        DeclareLaunchArgument("input_size", default_value="",
+                              description="HxW, multiples of 32 (e.g. 480x640): one input shape, compiled and "
+                                          "captured at configure; " + as_file),
         DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/lseg.rviz"),
         OpaqueFunction(function=_nodes),
     ])

@@ -17,7 +17,8 @@ H.skip_module_without_tools()
 os.environ.setdefault("AMENT_PREFIX_PATH", str(H.VENV))  # as a sourced install: the launch file's share
 LAUNCH_FILE = H.VENV / "share" / "lseg_ros" / "launch" / "lseg.launch.py"  # what `ros2 launch` runs
 LAUNCH_TEST = H.ROOT / "test" / "launch" / "lseg_two_namespaces.py"
-DECLARED = {"image", "namespace", "params_file", "weights", "model", "device", "autostart", "image_topics", "depth_topics", "rviz"}
+DECLARED = {"image", "namespace", "params_file", "weights", "model", "device", "autostart", "image_topics", "depth_topics", "fast_path",
+            "input_size", "rviz"}
 
 
 def test_the_launch_test_gives_every_declared_argument():

@@ -119,6 +119,8 @@ def _startup_failures(env, tmp_path):
         "corrupt_weights": ((f"weights:={corrupt}",), str(corrupt)),
         "bad_labels": (TINY + ("labels:=[cat, Cat]",), "duplicate label"),
         "bad_palette": (TINY + ("palette:=rainbow",), "palette: must be one of"),
+        "bad_input_size": (TINY + ("input_size:=480x600",), "multiples of 32"),
+        "compile_without_size": (TINY + ("fast_path:=always",), "needs input_size"),
     }
     if not torch.cuda.is_available():
         cases["cuda_missing"] = (("model:=tiny_vit", "device:=cuda"), "CUDA is not available")

@@ -1,10 +1,12 @@
-"""Node parameters -> a Predictor (weights, device, precision, threads), with errors that name the file
-or the setting at fault. No rclpy here: the node passes its logger."""
+"""Node parameters -> a Predictor (weights, device, precision, threads, fast path), with errors that
+name the file or the setting at fault. No rclpy here: the node passes its logger."""
 from __future__ import annotations
 
 import os
 import time
 from typing import Any, Dict
+
+from .params import parse_input_size
 
 
 class StartupError(RuntimeError):
@@ -43,12 +45,43 @@ def build_predictor(cfg: Dict[str, Any], logger) -> Any:
             logger.warning(f"NO WEIGHTS (parameter 'weights' is empty): the {cfg['model']} network is UNTRAINED, "
                            "its masks are meaningless. Set weights: /path/to/demo_e200.ckpt (or the "
                            "project's .safetensors) for real segmentation.")
-        return Predictor(net, device=device, precision=cfg["precision"], max_side=cfg["max_side"] or None)
+        opts = fast_path_options(cfg, device)
+        predictor = Predictor(net, device=device, precision=cfg["precision"], max_side=cfg["max_side"] or None,
+                              input_size=opts["input_size"], compile=opts["compile"],
+                              cuda_graphs=opts["cuda_graphs"])
+        if opts["warmup"]:
+            t0 = time.perf_counter()
+            predictor.warmup(batch_sizes=opts["warmup"])
+            logger.info(f"fast path ({', '.join(k for k in ('compile', 'cuda_graphs') if opts[k])}) warmed up at "
+                        f"{opts['input_size'][0]}x{opts['input_size'][1]} for batch sizes {list(opts['warmup'])} "
+                        f"in {time.perf_counter() - t0:.1f} s")
+        return predictor
     except StartupError:
         raise
     except Exception as e:  # CheckpointError, ValueError (precision/device), OSError, torch errors
         what = f"cannot load weights {weights!r}" if weights else f"cannot build model {cfg['model']!r}"
         raise StartupError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+def fast_path_options(cfg: Dict[str, Any], device: str) -> Dict[str, Any]:
+    """The Predictor's fast-path arguments for the `fast_path` and `input_size` parameters on `device`:
+    {compile, cuda_graphs, input_size, warmup: batch sizes to warm up at configure (() = none)}.
+
+    auto: CUDA graphs on CUDA (each new input shape is captured on its first frame unless input_size
+    fixes the shape, which also turns on torch.compile, warmed up now: compiling on a frame would
+    stall the camera for a minute); nothing on the CPU, where compile gains ~1.1x for minutes of
+    warm-up. always: compile as well wherever it runs (the CPU needs input_size for it). eager: none."""
+    size = parse_input_size(cfg["input_size"])
+    cuda = device.startswith("cuda")
+    mode = cfg["fast_path"]
+    compile_ = size is not None and (mode == "always" or (mode == "auto" and cuda))
+    graphs = cuda and mode != "eager"
+    if mode == "always" and size is None and not cuda:
+        raise StartupError("fast_path: always needs input_size on the CPU (torch.compile is built for one shape): "
+                           "set input_size, e.g. 480x640")
+    cameras = max(1, len(cfg["image_topics"]))
+    warm = tuple(range(1, cameras + 1)) if size is not None and (compile_ or graphs) else ()
+    return {"compile": compile_, "cuda_graphs": graphs, "input_size": size, "warmup": warm}
 
 
 def free_device_memory(device: str) -> None:

@@ -31,7 +31,8 @@ ARGS_A = {"namespace": "cam_a", "image": "/cam_a/color/image_raw", "model": "tin
           "autostart": "true", "rviz": "false"}
 ARGS_B = {"namespace": "cam_b", "image_topics": "[/cam_b/front/image_raw, /cam_b/rear/image_raw]",
           "depth_topics": "[/cam_b/front/depth, /cam_b/rear/depth]",
-          "model": "tiny_resnet", "device": "cpu", "autostart": "false", "weights": MISSING_WEIGHTS}
+          "model": "tiny_resnet", "device": "cpu", "autostart": "false", "weights": MISSING_WEIGHTS,
+          "fast_path": "eager", "input_size": "480x640"}
 
 
 def _params_file() -> str:
@@ -88,11 +89,12 @@ class TestTwoInstances(unittest.TestCase):
         a = dict(zip(names, self.ros.get_params("cam_a/lseg_node", *names)))
         self.assertEqual(a, {"model": "tiny_vit", "device": "cpu", "labels": LABELS_A, "num_threads": 1,
                              "autostart": True})
-        names = ("model", "device", "weights", "autostart", "image_topics", "depth_topics")
+        names = ("model", "device", "weights", "autostart", "image_topics", "depth_topics", "fast_path", "input_size")
         b = dict(zip(names, self.ros.get_params("cam_b/lseg_node", *names)))
         self.assertEqual(b, {"model": "tiny_resnet", "device": "cpu", "weights": MISSING_WEIGHTS,
                              "autostart": False, "image_topics": ["/cam_b/front/image_raw", "/cam_b/rear/image_raw"],
-                             "depth_topics": ["/cam_b/front/depth", "/cam_b/rear/depth"]})
+                             "depth_topics": ["/cam_b/front/depth", "/cam_b/rear/depth"], "fast_path": "eager",
+                             "input_size": "480x640"})
 
     def test_2_remapped_image_and_namespace_route_frames_to_namespaced_outputs(self):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
