@@ -130,6 +130,8 @@ def main() -> int:
                   f"{1000 * bare_rounds[-1]:.0f} ms/frame: period/bare x{periods[-1] / bare_rounds[-1]:.2f}", flush=True)
         lat = [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) for t, m in arrivals]
         d = {k: diagnostics_value(diags, k) for k in ("frames_received", "dropped_overwritten", "device")}
+        stages = [v for v in (diagnostics_value([m], "node_stages_ms_per_frame") for m in diags) if v]
+        d["node_stages_ms_per_frame"] = stages[len(stages) // 2] if stages else "-"  # a mid-run period
         for k in ("inference_ms_mean", "publish_ms_mean", "latency_ms_mean", "latency_ms_max"):
             vals = [float(v) for v in (diagnostics_value([m], k) for m in diags) if v]
             d[k] = f"{(max(vals) if k.endswith('max') else statistics.mean(vals)):.0f}" if vals else "-"
@@ -151,6 +153,7 @@ def main() -> int:
           f"encoding+publishing {d['publish_ms_mean']} ms, stamp->publish "
           f"{d['latency_ms_mean']} ms (max {d['latency_ms_max']}), received {d['frames_received']}, "
           f"overwritten {d['dropped_overwritten']}")
+    print(f"       node's own work per frame (diagnostics, one mid-run period), ms: {d['node_stages_ms_per_frame']}")
     print(f"outputs subscribed: {', '.join(sorted(outputs))}")
     print(f"bare Predictor.predict ({'one heatmap, ' if 'heatmap' in outputs else ''}same frame): median {1000 * bare:.0f} ms = {1 / bare:.2f} Hz "
           f"over {k} frames")

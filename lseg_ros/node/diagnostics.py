@@ -11,10 +11,24 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+# the node's own per-frame work, in the order it happens (Lap names)
+STAGES = ("decode", "mask", "overlay", "confidence", "heatmaps", "features", "class_confidences", "points")
 
 
 def _ms(values: List[float], fn) -> str:
     return f"{1000 * float(fn(values)):.1f}" if values else ""
+
+
+class Lap:
+    """Adds the time since the previous call to `stages[name]` (seconds): the node's per-stage clock."""
+
+    def __init__(self, stages: Dict[str, float]) -> None:
+        self.stages, self.t = stages, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + now - self.t
+        self.t = now
 
 
 class Timings:
@@ -22,13 +36,14 @@ class Timings:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.window: deque = deque(maxlen=2000)  # (monotonic time, frames, inference s, publishing s)
+        # (monotonic time, frames, inference s, publishing s, {stage: s} of the node's own work)
+        self.window: deque = deque(maxlen=2000)
         self.errors = 0
         self.last_error: Tuple[str, float] = ("", 0.0)
 
-    def add(self, frames: int, t_inf: float, t_pub: float) -> None:
+    def add(self, frames: int, t_inf: float, t_pub: float, stages: Dict[str, float]) -> None:
         with self.lock:
-            self.window.append((time.monotonic(), frames, t_inf, t_pub))
+            self.window.append((time.monotonic(), frames, t_inf, t_pub, stages))
 
     def error(self, text: str) -> None:
         with self.lock:
@@ -47,6 +62,9 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
     frames = sum(w[1] for w in recent)
     rate = frames / period
     inf, pub = [w[2] for w in recent], [w[3] for w in recent]
+    stage_names = sorted({k for w in recent for k in w[4]}, key=STAGES.index)
+    stages = ", ".join(f"{k} {1000 * sum(w[4].get(k, 0.0) for w in recent) / max(1, frames):.2f}"
+                       for k in stage_names)
     per_cam = []
     if source is not None:
         with source.lock:
@@ -74,6 +92,7 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
         "rate_hz": f"{rate:.2f}",
         "latency_ms_mean": _ms(lat, np.mean), "latency_ms_max": _ms(lat, np.max),
         "inference_ms_mean": _ms(inf, np.mean), "publish_ms_mean": _ms(pub, np.mean),
+        "node_stages_ms_per_frame": stages,
         "batch_size_mean": f"{frames / len(recent):.2f}" if recent else "",
         "frames_received": str(totals[0]), "frames_processed": str(totals[1]),
         "dropped_overwritten": str(totals[2]), "dropped_stale": str(totals[3]), "dropped_invalid": str(totals[4]),

@@ -17,6 +17,7 @@ from lseg_ros.msg import ClassConfidences, DenseFeatures
 from .. import imaging
 from ..geometry.features import pack_features
 from . import params as P
+from .diagnostics import Lap
 from .labels import ActiveLabels
 from .qos import output_profile
 from .ros_image import image_msg
@@ -61,25 +62,32 @@ class CameraOutputs:
         return heat, missing
 
     def publish(self, header, image: np.ndarray, order: str, pred, active: ActiveLabels,
-                heat: Dict[str, Tuple[Any, int]], cfg: Dict[str, Any]) -> None:
+                heat: Dict[str, Tuple[Any, int]], cfg: Dict[str, Any], stages: Dict[str, float]) -> None:
+        """Builds and publishes what is subscribed; adds each output's time to `stages` (seconds)."""
         n = len(active.names)
+        lap = Lap(stages)
         if self.mask.get_subscription_count() > 0 or self.overlay.get_subscription_count() > 0:
             mask, mono = imaging.class_mask(pred.mask, pred.confidence, n, cfg["min_confidence"])
             if self.mask.get_subscription_count() > 0:
                 self.mask.publish(image_msg(header, mask, mono))
+            lap("mask")
             if self.overlay.get_subscription_count() > 0:
                 rgb = image if order == "rgb" else image[:, :, ::-1]
                 vis = imaging.overlay(rgb, mask, active.colors, active.names if cfg["overlay_legend"] else None,
                                       alpha=cfg["overlay_alpha"],
                                       banner=None if cfg["weights"] else imaging.UNTRAINED_BANNER)
                 self.overlay.publish(image_msg(header, vis, "rgb8"))
+                lap("overlay")
         if self.confidence.get_subscription_count() > 0:
             self.confidence.publish(image_msg(header, np.asarray(pred.confidence, np.float32), "32FC1"))
+            lap("confidence")
         for pub, idx in heat.values():
             try:
                 pub.publish(image_msg(header, np.asarray(pred.probs[idx], np.float32), "32FC1"))
             except Exception as e:  # a publisher destroyed by a concurrent heatmap_labels change
                 self.node.get_logger().debug(f"heatmap publish skipped: {e}")
+        if heat:
+            lap("heatmaps")
         if pred.features is not None and self.features.get_subscription_count() > 0:
             packed = pack_features(pred.features, cfg["features_stride"], image.shape[:2])
             msg = DenseFeatures(header=header, label_set_version=active.version, **{
@@ -87,6 +95,7 @@ class CameraOutputs:
                                                 "image_width", "encoding")})
             msg.data = packed.data
             self.features.publish(msg)
+            lap("features")
         scores = ClassConfidences()
         scores.header = header
         scores.label_set_version = active.version
@@ -97,6 +106,7 @@ class CameraOutputs:
         scores.unlabeled_id = active.unlabeled_id
         scores.min_confidence = float(cfg["min_confidence"])
         self.scores.publish(scores)
+        lap("class_confidences")
 
     def close(self) -> None:
         with self._lock:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from rclpy.time import Time
 
 from .. import imaging
+from .diagnostics import Lap
 
 # decode_image returns read-only views of the message buffer (no copy); torch only reads them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -85,6 +86,7 @@ class InferenceWorker:
             return
         clock = node.get_clock()
         frames: List[Any] = []
+        stages: Dict[str, float] = {}
         for cam, (msg, kind, t_received) in sorted(items.items()):
             stamp = Time.from_msg(msg.header.stamp, clock_type=clock.clock_type)
             age = (clock.now() - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0 else 0.0
@@ -94,6 +96,7 @@ class InferenceWorker:
                                         f"(this one: {age:.2f} s). If every frame is dropped, the camera's clock "
                                         "is not the node's: set max_frame_age: 0")
                 continue
+            lap = Lap(stages)
             try:
                 if kind == "compressed":
                     image, order = imaging.decode_compressed(msg.format, msg.data, cfg["max_image_pixels"])
@@ -105,6 +108,7 @@ class InferenceWorker:
                 node.frame_error(f"dropped frame of {node.cameras[cam].spec.image_topic} (stamp "
                                  f"{stamp.nanoseconds * 1e-9:.3f}, frame_id '{msg.header.frame_id}'): {e}")
                 continue
+            lap("decode")
             depth = node.depths[cam] if node.depths else None
             if depth is not None and outputs[cam].points.get_subscription_count() > 0:
                 depth.hold(msg.header.stamp)  # its depth frame must outlast a slow (CPU) inference
@@ -128,18 +132,20 @@ class InferenceWorker:
         for (cam, header, image, order, stamp, t_received), pred in zip(frames, preds):
             if self.cancel.is_set():
                 return
-            outputs[cam].publish(header, image, order, pred, active, heat[cam], cfg)
+            outputs[cam].publish(header, image, order, pred, active, heat[cam], cfg, stages)
             depth = node.depths[cam] if node.depths else None
             if depth is not None and outputs[cam].points.get_subscription_count() > 0:
+                lap = Lap(stages)
                 cloud = depth.cloud(header, image if order == "rgb" else image[:, :, ::-1], pred, active, cfg,
                                     node.frame_error)
                 if cloud is not None:
                     outputs[cam].points.publish(cloud)
+                lap("points")
             done = clock.now()
             latency = ((done - stamp).nanoseconds * 1e-9 if stamp.nanoseconds > 0
                        else time.monotonic() - t_received)
             source.count(cam, "processed", latency)
-        node.timings.add(len(frames), t_inf, time.perf_counter() - t0 - t_inf)
+        node.timings.add(len(frames), t_inf, time.perf_counter() - t0 - t_inf, stages)
 
     def join(self, timeout: float) -> bool:
         """Stops the thread (cancelling the frame in hand); True when it ended within `timeout`."""
