@@ -80,8 +80,8 @@ class FrameSource:
 
     Frames are pulled when the worker is ready for the next batch, not pushed through the executor
     one callback per message: at 30 Hz the executor's per-message work (wait-set rebuild, take,
-    dispatch) cost ~18% of a core here (rclpy MultiThreadedExecutor, 640x480 rgb8), pulling at the
-    inference rate ~4% (benchmarks/input_cost.py). Frames the worker never takes stay in DDS and are
+    dispatch) cost 19-26% of a core here (rclpy MultiThreadedExecutor, 640x480 rgb8), pulling at the
+    inference rate 3-3.5% (benchmarks/input_cost.py). Frames the worker never takes stay in DDS and are
     replaced there (keep-last), so no Python work is spent on them.
 
     Counting: a frame's publication sequence number tells how many frames its camera published since
