@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("lseg_ros.model")
 from lseg_ros.model import LSegNet  # noqa: E402
-from lseg_ros.tools import train  # noqa: E402
+from lseg_ros.tools import train, train_setup  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tools_synth import make_shapes  # noqa: E402
@@ -58,12 +58,12 @@ def test_resume_continues_where_it_stopped(shapes, tmp_path, capsys):
 
     # stop after one epoch (as an interruption would), then resume
     args = train.build_parser().parse_args(common + ["-o", str(split)])
-    net = train.build_model(args)
+    net = train_setup.build_model(args)
     opts = train.TrainOptions(epochs=2, batch_size=8, base_lr=0.05, crop_size=64, class_names=[])
     ds = train.FolderDataset(shapes)
     opts.class_names = ds.class_names
-    items, load = train.folder_items(ds)
-    data = train._TorchData(items, load, train.TrainTransform(64, 255, seed=0), net.config.mean,
+    items, load = train_setup.folder_items(ds)
+    data = train_setup._TorchData(items, load, train.TrainTransform(64, 255, seed=0), net.config.mean,
                             net.config.std)
     trainer = train.Trainer(net, data, opts, split)
     trainer.fit(stop_after=1)
@@ -94,20 +94,20 @@ def test_resume_continues_where_it_stopped(shapes, tmp_path, capsys):
 
 def test_zero_shot_two_way_and_lr_groups(shapes, tmp_path):
     args = train.build_parser().parse_args(["--data", str(shapes), "--config", "tiny_vit"])
-    net = train.build_model(args)
-    groups = train.param_groups(net, 0.01, 10)
+    net = train_setup.build_model(args)
+    groups = train_setup.param_groups(net, 0.01, 10)
     assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.1)]
     assert not any(p.requires_grad for p in net.text.parameters())
     n_trainable = sum(p.numel() for g in groups for p in g["params"])
     assert n_trainable == sum(p.numel() for n, p in net.named_parameters() if not n.startswith("text."))
 
     ds = train.FolderDataset(shapes)
-    items, load = train.zero_shot_items_folder(ds)
+    items, load = train_setup.zero_shot_items_folder(ds)
     assert len(items) == 3 * len(ds)                   # each image asks about each present class
     image, target, cls = load(items[1])
     assert set(np.unique(target)) <= {0, 1} and cls == 1
     opts = train.TrainOptions(epochs=1, batch_size=4, crop_size=64, zero_shot=True, class_names=ds.class_names)
-    data = train._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std)
+    data = train_setup._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std)
     tr = train.Trainer(net, data, opts, tmp_path / "zs")
     assert tr.text.shape[0] == 4                        # 'others' + 3 classes, encoded once
     x, y, c = next(iter(tr._loader(data, False, 0)))
@@ -124,11 +124,11 @@ def test_zero_shot_two_way_and_lr_groups(shapes, tmp_path):
 def test_optimizer_lrs_follow_the_reference(shapes, tmp_path):
     """lr = base_lr/16*batch for pretrained.*, 10x for scratch.*, poly decay per iteration."""
     args = train.build_parser().parse_args(["--data", str(shapes), "--config", "tiny_vit"])
-    net = train.build_model(args)
+    net = train_setup.build_model(args)
     ds = train.FolderDataset(shapes)
-    items, load = train.folder_items(ds)
+    items, load = train_setup.folder_items(ds)
     opts = train.TrainOptions(epochs=3, batch_size=4, base_lr=0.004, crop_size=64, class_names=ds.class_names)
-    data = train._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std)
+    data = train_setup._TorchData(items[:8], load, train.TrainTransform(64), net.config.mean, net.config.std)
     tr = train.Trainer(net, data, opts, tmp_path / "lr")
     base = 0.004 / 16 * 4
     groups = {g["name"]: g for g in tr.optimizer.param_groups}
@@ -207,17 +207,17 @@ def test_fold_training_split(tmp_path):
     cv2.imwrite(str(root / "VOC2012" / "JPEGImages" / "x.jpg"), np.zeros((32, 48, 3), np.uint8))
     cv2.imwrite(str(root / "VOC2012" / "SegmentationClassAug" / "x.png"), mask)
     (splits / "pascal" / "trn" / "fold0.txt").write_text("x__06\nx__15\n")
-    items, load = train.zero_shot_items_fold("pascal", 0, root, splits)
+    items, load = train_setup.zero_shot_items_fold("pascal", 0, root, splits)
     image, target, cls = load(items[0])
     assert cls == 5 and (target == 1).sum() == 15 * 15 and set(np.unique(target)) == {0, 1, 255}
     assert (target[0] == 255).all() and (target[25:] == 0).all()
     # the loss's ignore index is what is written for the boundary
-    items, load = train.zero_shot_items_fold("pascal", 0, root, splits, ignore_index=-1)
+    items, load = train_setup.zero_shot_items_fold("pascal", 0, root, splits, ignore_index=-1)
     _, target, _ = load(items[0])
     assert (target[0] == -1).all() and set(np.unique(target)) == {-1, 0, 1}
     (splits / "pascal" / "trn" / "fold0.txt").write_text("x__01\n")        # aeroplane: a test class
     with pytest.raises(train.ToolError, match="fold0.txt.*test classes"):
-        train.zero_shot_items_fold("pascal", 0, root, splits)
+        train_setup.zero_shot_items_fold("pascal", 0, root, splits)
 
 
 def test_coco_fold_training_has_no_ignored_value(tmp_path):
@@ -237,7 +237,7 @@ def test_coco_fold_training_has_no_ignored_value(tmp_path):
     cv2.imwrite(str(root / "COCO2014" / "annotations" / "train2014" / "x.png"), mask)
     with open(splits / "coco" / "trn" / "fold0.pkl", "wb") as f:
         pickle.dump({1: ["train2014/x.jpg"]}, f)
-    items, load = train.zero_shot_items_fold("coco", 0, root, splits)
+    items, load = train_setup.zero_shot_items_fold("coco", 0, root, splits)
     _, target, cls = load(items[0])
     assert cls == 1 and (target == 1).sum() == 15 * 15 and set(np.unique(target)) == {0, 1}
 
@@ -247,21 +247,21 @@ def test_imagenet_and_text_init_files(tmp_path):
     import torchvision
 
     args = train.build_parser().parse_args(["--data", "x", "--config", "tiny_resnet"])
-    net = train.build_model(args)
+    net = train_setup.build_model(args)
     tv = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
     torch.save(tv.state_dict(), tmp_path / "rn.pth")                 # includes fc.*: dropped
-    train.load_backbone_weights(net, tmp_path / "rn.pth")
+    train_setup.load_backbone_weights(net, tmp_path / "rn.pth")
     torch.testing.assert_close(net.pretrained.layer1[0].weight, tv.conv1.weight)
     torch.testing.assert_close(net.pretrained.layer1[4][0].conv1.weight, tv.layer1[0].conv1.weight)
     torch.testing.assert_close(net.pretrained.layer4[0].bn2.running_var, tv.layer4[0].bn2.running_var)
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(train.ToolError, match="bad.pth.*missing"):
-        train.load_backbone_weights(net, tmp_path / "bad.pth")
+        train_setup.load_backbone_weights(net, tmp_path / "bad.pth")
 
     sd = {k: v + 1 for k, v in net.text.tower.state_dict().items() if v.is_floating_point()}
     sd.update({"visual.proj": torch.zeros(2), "logit_scale": torch.tensor(4.6)})
     torch.save(sd, tmp_path / "clip.pt")
-    train.load_text_weights(net, tmp_path / "clip.pt")
+    train_setup.load_text_weights(net, tmp_path / "clip.pt")
     k = "token_embedding.weight"
     torch.testing.assert_close(net.text.tower.state_dict()[k], sd[k])
     assert not any(p.requires_grad for p in net.text.parameters())
@@ -270,7 +270,7 @@ def test_imagenet_and_text_init_files(tmp_path):
     from safetensors.torch import save_file
     save_file({k: (v + 2).contiguous() for k, v in net.text.tower.state_dict().items()}, str(tmp_path / "clip.bin"))
     before = net.text.tower.state_dict()[k].clone()
-    train.load_text_weights(net, tmp_path / "clip.bin")
+    train_setup.load_text_weights(net, tmp_path / "clip.bin")
     torch.testing.assert_close(net.text.tower.state_dict()[k], before + 2)
 
 
@@ -287,15 +287,15 @@ def test_text_weights_from_released_ckpt_and_torchscript(tmp_path):
     donor = LSegNet.from_config(LSegConfig.tiny_vit())
     ckpt = synthetic_ckpt.released_from_net(donor, tmp_path / "demo_like.ckpt")
     torch.manual_seed(2)
-    net = train.build_model(args)
-    train.load_text_weights(net, ckpt)
+    net = train_setup.build_model(args)
+    train_setup.load_text_weights(net, ckpt)
     k = "token_embedding.weight"
     torch.testing.assert_close(net.text.tower.state_dict()[k], donor.text.tower.state_dict()[k].half().float())
 
     ts = tmp_path / "ViT-B-32.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(ts))
     with pytest.raises(train.ToolError, match="ViT-B-32.pt.*TorchScript.*state-dict"):
-        train.load_text_weights(net, ts)
+        train_setup.load_text_weights(net, ts)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(train.ToolError, match="junk.pt"):
-        train.load_backbone_weights(net, tmp_path / "junk.pt")
+        train_setup.load_backbone_weights(net, tmp_path / "junk.pt")
