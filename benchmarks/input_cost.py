@@ -3,8 +3,8 @@ pulled reader keeps receiving (the reason lseg_node's image subscriptions are pu
 
     .venv/bin/python benchmarks/input_cost.py [--seconds 10] [--rate 30] [--domain 94]
 
-For each mode a camera process publishes (reliable, as drivers do) and a receiver process takes the
-frames; the CPU time of both is read from /proc over `--seconds` after a 5 s warm-up:
+For each mode a camera process (test/fake_camera.py: reliable, as drivers publish) and a receiver
+process that takes the frames run; the CPU time of both is read from /proc over `--seconds` after a 5 s warm-up:
   executor-multi   a subscription callback per frame, MultiThreadedExecutor(4) (lseg_node before)
   executor-single  the same with a SingleThreadedExecutor
   pulled           lseg_ros.node.cameras.FrameSource: the executor never sees the subscription; the
@@ -19,26 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT))
 MODES = ("executor-multi", "executor-single", "pulled", "pulled-depth1")
-
-
-def camera(rate: float) -> None:
-    import rclpy
-    from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import Image
-
-    from ros_harness import image_msg, photo
-    rclpy.init()
-    n = rclpy.create_node("input_cost_camera")
-    pub = n.create_publisher(Image, "image", QoSProfile(depth=5))
-    img = photo(640, 480)
-    n.create_timer(1.0 / rate, lambda: pub.publish(image_msg(img, "rgb8", n.get_clock().now().to_msg())))
-    try:
-        rclpy.spin(n)
-    except BaseException:
-        pass
 
 
 def receiver(mode: str, seconds: float) -> None:
@@ -90,26 +72,24 @@ def main() -> int:
     ap.add_argument("--role", default="", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.role == "camera":
-        camera(a.rate)
-        return 0
     if a.role == "receiver":
         receiver(a.mode, a.seconds)
         return 0
     env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), PYTHONPATH=str(ROOT))
     me = [sys.executable, __file__, "--rate", str(a.rate)]
+    fake_camera = [sys.executable, str(ROOT / "test" / "fake_camera.py"), "--rate", str(a.rate),
+                   "--duration", str(a.seconds + 30)]
     print(f"640x480 rgb8 at {a.rate:g} Hz, reliable, {os.cpu_count()} cores; CPU as % of one core over {a.seconds:g} s")
     for mode in a.modes.split(","):
-        cam = subprocess.Popen(me + ["--role", "camera"], env=env, stderr=subprocess.DEVNULL)
-        time.sleep(2)
-        rec = subprocess.Popen(me + ["--role", "receiver", "--mode", mode, "--seconds", str(a.seconds + 5)],
+        rec = subprocess.Popen(me + ["--role", "receiver", "--mode", mode, "--seconds", str(a.seconds + 8)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        time.sleep(5)
+        cam = subprocess.Popen(fake_camera, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(6)  # the camera waits for the receiver, then streams
         c0, t0 = [cpu_seconds(p.pid) for p in (cam, rec)], time.monotonic()
         time.sleep(a.seconds)
         c1, dt = [cpu_seconds(p.pid) for p in (cam, rec)], time.monotonic() - t0
         out = rec.communicate(timeout=60)[0].split()
-        cam.send_signal(2)
+        cam.terminate()
         cam.wait(timeout=30)
         cpu = [100 * (b - x) / dt for x, b in zip(c0, c1)]
         taken = f"{out[0]} frames taken" + (f" (camera's sequence numbers: {out[1]} sent), {out[2]} takes found "

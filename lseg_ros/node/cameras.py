@@ -162,9 +162,9 @@ class AdaptiveSubscription:
     why), re-checked by `refresh()` twice a second; re-created only when the choice changes."""
 
     def __init__(self, node: Node, msg_type, topic: str, callback: Callable[[Any], None], callback_group,
-                 warn: Callable[[str], None], min_depth: int = 1) -> None:
+                 warn: Callable[[str], None]) -> None:
         self.node, self.msg_type, self.topic, self.callback = node, msg_type, topic, callback
-        self.group, self._warn, self.min_depth = callback_group, warn, min_depth
+        self.group, self._warn = callback_group, warn
         self.sub = None
         self.key: Optional[tuple] = None
         self.reliability: Optional[str] = None
@@ -175,7 +175,6 @@ class AdaptiveSubscription:
         if mode == "reliable" and any(r.name == "BEST_EFFORT" for r in rels):
             self._warn(f"input_reliability is reliable but a publisher of {self.topic} is best effort: "
                        "its frames cannot arrive (use input_reliability: auto)")
-        depth = max(depth, self.min_depth)
         key = (rel, depth)
         if key == self.key:
             return
@@ -220,8 +219,8 @@ class CameraInput:
             self.close()
             self.input = AdaptiveSubscription(
                 self.node, CompressedImage if transport == "compressed" else Image, topic,
-                lambda m: None, self.group, self._warn, min_depth=2)
-        self.input.refresh(cfg["input_reliability"], cfg["input_depth"])
+                lambda m: None, self.group, self._warn)
+        self.input.refresh(cfg["input_reliability"], max(2, cfg["input_depth"]))
 
     def close(self) -> None:
         if self.input is not None:

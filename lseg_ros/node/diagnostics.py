@@ -11,8 +11,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-# the node's own per-frame work, in the order it happens (Lap names)
-STAGES = ("decode", "mask", "overlay", "confidence", "heatmaps", "features", "class_confidences", "points")
 
 
 def _ms(values: List[float], fn) -> str:
@@ -62,7 +60,7 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
     frames = sum(w[1] for w in recent)
     rate = frames / period
     inf, pub = [w[2] for w in recent], [w[3] for w in recent]
-    stage_names = sorted({k for w in recent for k in w[4]}, key=STAGES.index)
+    stage_names = dict.fromkeys(k for w in recent for k in w[4])  # in the order the laps ran
     stages = ", ".join(f"{k} {1000 * sum(w[4].get(k, 0.0) for w in recent) / max(1, frames):.2f}"
                        for k in stage_names)
     per_cam = []

@@ -35,14 +35,14 @@ def output_profile(depth: int = 2) -> QoSProfile:
 LABEL_MAP_HISTORY = 8
 
 
-def latched_profile(depth: int = LABEL_MAP_HISTORY) -> QoSProfile:
-    """Reliable, transient-local, keep-last `depth` (the label maps): late subscribers get the last
+def latched_profile() -> QoSProfile:
+    """Reliable, transient-local, keep-last LABEL_MAP_HISTORY (the label maps): late subscribers get the last
     ones, newest last. Deeper than 1 because a reliable writer drops an unacknowledged sample once
     its history is full: a label map whose datagram was lost waits for the next heartbeat to be
     repaired, and with depth 1 a label change in between replaced it for good (a 4-minute soak with
     a label change every second saw frames of a version whose map never arrived)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=LABEL_MAP_HISTORY,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def choose_reliability(mode: str, publisher_reliabilities: Iterable[ReliabilityPolicy],
