@@ -2,7 +2,7 @@
 """Interleaved A/B of fast-path variants on one frame (for a shared or noisy CPU).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.cpu_variants --model vitl16 --size 480x640 \
-        --variants fp32,bf16,fp32+cl,fp32+compile --rounds 2
+        --variants fp32,bf16,fp32+pack+cl,bf16+pack+cl --rounds 2
 
 Every variant is built and warmed up first (compile happens there, timed separately); then each round
 runs one frame through every variant in turn, so a load change on the machine hits all of them alike.
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vitl16")
     ap.add_argument("--size", default="480x640")
-    ap.add_argument("--variants", default="fp32,bf16,fp32+cl")
+    ap.add_argument("--variants", default="fp32,bf16,fp32+pack+cl,bf16+pack+cl")
     ap.add_argument("--labels", default="3", help="label count(s), e.g. 3 or 3,150")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     preds, setup = {}, {}
     for v in variants:
         t = time.perf_counter()
-        net = base if v.eager_fp32 or (v.precision == "fp32" and not v.channels_last) else copy.deepcopy(base)
-        p = Predictor(net, precision=v.precision, input_size=size, compile=v.compile, channels_last=v.channels_last)
+        net = base if v.eager_fp32 else copy.deepcopy(base)  # converted in place (dtype, layout, packing)
+        p = Predictor(net, precision=v.precision, input_size=size, **v.predictor_options())
         for n in counts:
             p.predict(frame, labels_of(n))  # warm-up (compiles; caches the label embeddings)
         setup[v.name] = time.perf_counter() - t

@@ -83,13 +83,13 @@ def make_predictor(net, device, variant: str, size, dry: bool) -> Predictor:
     fixed = tuple(-(-v // 32) * 32 for v in size)
     return Predictor(net if prec == "fp32" and not flags else copy.deepcopy(net), device=device, precision=prec,
                      input_size=fixed, compile="compile" in flags and not dry,
-                     cuda_graphs="graphs" in flags and not dry)
+                     cuda_graphs="graphs" in flags and not dry, channels_last="cl" in flags, prepack="pack" in flags)
 
 
 def fidelity(rep: Report, net, device: str, dry: bool, variants) -> None:
     meta = json.loads((DATA / "golden_vitl16.json").read_text())
     g = np.load(DATA / "golden_vitl16.npz")
-    ref = Predictor(net, device=device, precision="fp32")
+    ref = Predictor(net, device=device, precision="fp32", channels_last=False, prepack=False)
     res = rep.data.setdefault("fidelity", {})
     cases = [("XA", "L1", "vitl16_a0/A_L1"), ("XB", "L2", "vitl16_a0/B_L2")]
     if not dry:

@@ -51,25 +51,35 @@ def rss_gb() -> Tuple[float, float]:
 
 @dataclass(frozen=True)
 class Variant:
-    """A precision plus fast-path switches, written like 'fp16+compile+graphs' or 'fp32+cl'."""
+    """A precision plus fast-path switches, written like 'fp16+compile+graphs' or 'bf16+pack+cl'.
+
+    Every switch is passed explicitly, so 'fp32' is today's plain eager path whatever the Predictor's
+    defaults (the CPU default is 'bf16+pack+cl' where the CPU has native bf16, 'fp32+pack+cl' else)."""
 
     precision: str
     compile: bool = False
     graphs: bool = False
     channels_last: bool = False
+    pack: bool = False
+
+    FLAGS = ("compile", "graphs", "cl", "pack")
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
         prec, *flags = text.split("+")
-        unknown = set(flags) - {"compile", "graphs", "cl"}
+        unknown = set(flags) - set(cls.FLAGS)
         if prec not in ("fp32", "fp16", "bf16") or unknown:
-            raise ValueError(f"bad variant {text!r}: precision fp32|fp16|bf16, then +compile, +graphs, +cl")
-        return cls(prec, "compile" in flags, "graphs" in flags, "cl" in flags)
+            raise ValueError(f"bad variant {text!r}: precision fp32|fp16|bf16, then +compile, +graphs, +cl, +pack")
+        return cls(prec, "compile" in flags, "graphs" in flags, "cl" in flags, "pack" in flags)
 
     @property
     def name(self) -> str:
         return "+".join([self.precision] + [f for f, on in (("compile", self.compile), ("graphs", self.graphs),
-                                                            ("cl", self.channels_last)) if on])
+                                                            ("pack", self.pack), ("cl", self.channels_last)) if on])
+
+    def predictor_options(self) -> Dict[str, bool]:
+        return {"compile": self.compile, "cuda_graphs": self.graphs, "channels_last": self.channels_last,
+                "prepack": self.pack}
 
     @property
     def eager_fp32(self) -> bool:
@@ -80,6 +90,8 @@ class Variant:
             return "fp16 on the CPU is emulated (not a supported precision there)"
         if device == "cpu" and self.graphs:
             return "CUDA graphs need CUDA"
+        if self.pack and (device != "cpu" or self.compile):
+            return "prepacked linears are for the eager CPU path (compile packs its own)"
         return None
 
 
@@ -135,8 +147,7 @@ def run_grid(models, devices, sizes, label_counts, variants, batches, runs: Dict
                     input_size = tuple(math.ceil(v / 32) * 32 for v in size)
                     fast = variant.compile or variant.graphs
                     pred = Predictor(net, device=device, precision=variant.precision, profile=True,
-                                     input_size=input_size if fast else None, compile=variant.compile,
-                                     cuda_graphs=variant.graphs, channels_last=variant.channels_last)
+                                     input_size=input_size if fast else None, **variant.predictor_options())
                     frame = photo(*size)
                     jpeg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
                     for batch in batches:

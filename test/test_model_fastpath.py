@@ -146,15 +146,16 @@ def test_input_size_pads_and_shrinks_to_fit():
 
 def test_channels_last_is_exact_fp32():
     net = tiny("tiny_resnet")
-    eager = Predictor(copy.deepcopy(net), precision="fp32")
-    fast = Predictor(net, precision="fp32", channels_last=True)
+    eager = Predictor(copy.deepcopy(net), precision="fp32", channels_last=False, prepack=False)
+    fast = Predictor(net, precision="fp32", channels_last=True, prepack=False)
     assert_exact(eager, fast, photos())
 
 
 def test_compile_is_exact_fp32():
     """torch.compile of the image path (first run compiles: about a minute; cached afterwards)."""
     net = tiny("tiny_vit")
-    eager = Predictor(net, precision="fp32", input_size=(384, 512))  # same padding: same network input
+    eager = Predictor(copy.deepcopy(net), precision="fp32", input_size=(384, 512),  # same padding: same input
+                      channels_last=False, prepack=False)
     fast = Predictor(net, precision="fp32", compile=True, input_size=(384, 512))
     fast.warmup(batch_sizes=(1, 2))
     assert_exact(eager, fast, photos())

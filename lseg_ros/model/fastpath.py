@@ -5,8 +5,9 @@ Pieces, each optional and each measured in benchmarks/ (docs/performance.md):
   on every call); the text tower and the spatial head block stay float32.
 - `Uploader`: uint8 frames copied once into a reused pinned host buffer and sent to the GPU with
   one non-blocking copy; normalisation and resizing then happen on the device.
-- `ImagePath`: channels-last, `torch.compile` of `LSegNet.embed` (fixed input size), and CUDA
-  graphs replayed per input shape (`StaticShapeRunner`). The label step after it (einsum with the
+- `ImagePath`: channels-last, the linear layers prepacked for oneDNN on the CPU (prepack.py),
+  `torch.compile` of `LSegNet.embed` (fixed input size), and CUDA graphs replayed per input shape
+  (`StaticShapeRunner`). The label step after it (einsum with the
   text, upsampling, argmax) stays eager, so a new label set never recompiles.
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from .prepack import pack_linears
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +138,18 @@ class ImagePath:
     """frame batch (B, 3, H, W), already in the compute dtype -> (B, D, H/2, W/2) float32 embeddings."""
 
     def __init__(self, net, device: torch.device, dtype: torch.dtype, autocast: bool = False,
-                 channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
+                 prepack: bool = False) -> None:
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")
         self.net, self.device, self.dtype = net, device, dtype
         self.autocast, self.channels_last = autocast, channels_last
-        if channels_last:
-            for m in image_modules(net):
-                m.to(memory_format=torch.channels_last)
+        for m in image_modules(net):  # both ways: a net another Predictor made channels-last is restored
+            m.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if prepack:
+            n = pack_linears(image_modules(net))
+            if n:
+                log.info("%d linear layers prepacked for oneDNN (%s)", n, dtype)
         fn: Callable[[torch.Tensor], torch.Tensor] = net.embed
         self.compiled = compile
         if compile:

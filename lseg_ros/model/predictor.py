@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from .devices import DTYPES, Precision, resolve_device, resolve_precision
-from .fastpath import ImagePath, Uploader, convert_image_path, image_dtype
+from .fastpath import ImagePath, Uploader, convert_image_path, image_dtype, image_modules
 from .lseg import LSegNet
 from .postprocess import WantProbs, download, summarize, summarize_upsampled
+from .prepack import packed_dtype, prepack_supported, unpack_linears
 from .reference import REFERENCE_SCALES, reference_logits
 from .text import LabelSet, encode_label_set
 
@@ -110,14 +111,20 @@ class Predictor:
             do not fit are shrunk to fit), so compiled code and CUDA graphs see one shape.
         compile: torch.compile the image path (frame -> pixel embeddings); warm up with `warmup()`.
         cuda_graphs: replay the image path as a CUDA graph per input shape (CUDA only).
-        channels_last: NHWC memory format for the image path's convolutions.
+        channels_last: NHWC memory format for the image path's convolutions; None (default): on the CPU
+            (oneDNN's convolutions then need no reorders: the decoder's convolutions 1.3-2.5x faster).
+        prepack: the image path's linear layers prepacked for oneDNN, GELU fused (prepack.py; exact);
+            None (default): on the CPU when this build supports it and `compile` is off (inductor's
+            freezing packs its own). The net then belongs to this Predictor's precision.
+        Today's plain eager path (the benchmarks' baseline): precision="fp32", channels_last=False,
+        prepack=False.
         profile: record per-stage seconds of the last call in `stage_times` (adds device syncs).
     """
 
     def __init__(self, net: LSegNet, device: Union[str, torch.device] = "cpu", precision: Precision = "auto",
                  max_side: Optional[int] = None, cache_size: int = 16, *, input_size: Optional[Tuple[int, int]] = None,
-                 compile: bool = False, cuda_graphs: bool = False, channels_last: bool = False,
-                 profile: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False, channels_last: Optional[bool] = None,
+                 prepack: Optional[bool] = None, profile: bool = False) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         if max_side is not None and max_side < 32:
@@ -129,13 +136,23 @@ class Predictor:
         self.max_side = max_side
         self.input_size = input_size
         self.dtype = DTYPES[self.precision]
-        self.net = net.to(self.device).eval()
+        cpu = self.device.type == "cpu"
+        self.channels_last = cpu if channels_last is None else bool(channels_last)
+        if prepack and (not cpu or compile):
+            raise ValueError("prepack is for the eager CPU path (not with compile, which packs its own weights, "
+                             f"nor on {self.device})")
+        if prepack and not prepack_supported(self.dtype):
+            raise ValueError(f"prepack: this torch build or CPU has no oneDNN packed linear for {self.dtype}")
+        self.prepacked = (cpu and not compile and prepack_supported(self.dtype)) if prepack is None else bool(prepack)
         if self.dtype == torch.float32 and image_dtype(net) != torch.float32:
             raise ValueError(f"this LSegNet's image weights were converted to {image_dtype(net)} by another "
                              "Predictor; build or load the net again for fp32")
+        if packed_dtype(image_modules(net)) not in (None, self.dtype) or not self.prepacked:
+            unpack_linears(image_modules(net))  # packed by another Predictor for another precision or device
+        self.net = net.to(self.device).eval()
         convert_image_path(self.net, self.dtype)
-        self.image_path = ImagePath(self.net, self.device, self.dtype, channels_last=channels_last,
-                                    compile=compile, cuda_graphs=cuda_graphs)
+        self.image_path = ImagePath(self.net, self.device, self.dtype, channels_last=self.channels_last,
+                                    compile=compile, cuda_graphs=cuda_graphs, prepack=self.prepacked)
         self.uploader = Uploader(self.device)
         self.profile = profile
         self.stage_times: Dict[str, float] = {}
