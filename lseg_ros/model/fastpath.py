@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .prepack import pack_linears
+from .prepack import pack_linears, trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,8 @@ class ImagePath:
             n = pack_linears(image_modules(net))
             if n:
                 log.info("%d linear layers prepacked for oneDNN (%s)", n, dtype)
+        if device.type == "cpu":
+            trim_heap()  # the weights replaced by conversion and packing
         fn: Callable[[torch.Tensor], torch.Tensor] = net.embed
         self.compiled = compile
         if compile:
