@@ -115,3 +115,20 @@ def test_prepack_refused_where_it_cannot_run():
         Predictor(tiny(), precision="fp32", prepack=True, compile=True, input_size=(96, 128))
     p = Predictor(tiny(), precision="fp32", compile=True, input_size=(96, 128))
     assert not p.prepacked  # compile packs its own weights (inductor freezing)
+
+
+@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_label_step_on_channels_last_embeddings_equals_nchw(n, per_sample):
+    """`LSegNet.score` takes channels-last embeddings (the CPU default) through its own matmul: the
+    same logits as the einsum on NCHW ones, for few and many labels, shared or per-sample labels."""
+    net = tiny("tiny_vit")
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(2, net.config.out_dim, 12, 17, generator=g)
+    emb = emb / emb.norm(dim=1, keepdim=True)
+    text = torch.randn(*((2,) if per_sample else ()), n, net.config.out_dim, generator=g)
+    with torch.inference_mode():
+        ref = net.score(emb, text)
+        cl = net.score(emb.contiguous(memory_format=torch.channels_last), text)
+    assert cl.shape == ref.shape == (2, n, 24, 34)
+    torch.testing.assert_close(cl, ref, atol=1e-5, rtol=1e-5)

@@ -115,13 +115,29 @@ class LSegNet(nn.Module):
                              f"{self.config.out_dim}), got {tuple(text.shape)}")
         text = text.to(device=emb.device, dtype=torch.float32)
         text = text / text.norm(dim=-1, keepdim=True)
-        logits = self.config.logit_scale * torch.einsum("bchw,bnc->bnhw" if per_sample else "bchw,nc->bnhw",
-                                                        emb.float(), text)
+        emb = emb.float()
+        if emb.dim() == 4 and emb.shape[1] > 1 and emb.is_contiguous(memory_format=torch.channels_last):
+            logits = self._cosine_channels_last(emb, text)
+        else:
+            logits = torch.einsum("bchw,bnc->bnhw" if per_sample else "bchw,nc->bnhw", emb, text)
+        logits = self.config.logit_scale * logits
         if self.scratch.head_block is not None:
             logits = self.scratch.head_block.apply_stack(logits, self.config.block_depth)
         if not upsample:
             return logits
         return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
+    @staticmethod
+    def _cosine_channels_last(emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The einsum of `score` for channels-last embeddings (the CPU default), as one matmul laid out
+        for the memory: einsum picks a strided product that took 52 ms for 3 labels at 240x320
+        embeddings (this matmul: 6 ms) and 156 ms for 150 (117 ms). Returns contiguous (B, N, h, w)."""
+        b, d, h, w = emb.shape
+        pixels = emb.permute(0, 2, 3, 1).reshape(b, h * w, d)  # a view: the memory is (B, h, w, D)
+        n = text.shape[-2]
+        if n <= 16:  # (h*w, D) x (D, N): few labels, one pass over the pixels
+            return torch.matmul(pixels, text.transpose(-1, -2)).transpose(1, 2).reshape(b, n, h, w).contiguous()
+        return torch.matmul(text, pixels.transpose(1, 2)).reshape(b, n, h, w)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised image, (N, D) text features -> (B, N, H, W) float32 logits.

@@ -1,7 +1,7 @@
 """The image path's linear layers prepacked for oneDNN on the CPU (exact; inference only).
 
-`nn.Linear` on the CPU calls the BLAS for fp32 (MKL, which on AMD processors does not use its
-AVX-512 kernels) and reorders the weight into oneDNN's blocked layout on every call for bf16.
+`nn.Linear` on the CPU calls the BLAS for fp32 (MKL: well below oneDNN's rate on the AMD EPYC measured
+here) and reorders the weight into oneDNN's blocked layout on every call for bf16.
 A `PackedLinear` holds the weight reordered once (`torch.ops.mkldnn._reorder_linear_weight`, the
 layout inductor's freezing uses) and calls oneDNN's matmul with the bias, and the MLP's exact GELU
 when it follows, fused as post-ops (`torch.ops.mkldnn._linear_pointwise`). Measured on this 2-core
@@ -102,7 +102,8 @@ def _exact_gelu(m: nn.Module) -> bool:
 def pack_linears(modules: Iterable[nn.Module], rows_hint: int = 1024) -> int:
     """Replace every `nn.Linear` under `modules` by a `PackedLinear`, in place; an exact GELU right
     after it (timm's Mlp `fc1`/`act`, or the next entry of an `nn.Sequential`) is fused and replaced
-    by `nn.Identity`. Returns the number of layers packed."""
+    by a `FusedGELU` (an identity). Inference only: the packed layers have no gradient and do not load
+    a state_dict. Returns the number of layers packed."""
     count = 0
     for root in modules:
         # Only the parents are listed, so each plain layer is freed as soon as it is replaced
