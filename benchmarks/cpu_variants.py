@@ -2,7 +2,7 @@
 """Interleaved A/B of fast-path variants on one frame (for a shared or noisy CPU).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.cpu_variants --model vitl16 --size 480x640 \
-        --variants fp32,bf16,fp32+pack+cl,bf16+pack+cl --rounds 2
+        --variants fp32,bf16,fp32+pack+cl,bf16+pack+cl+attn --rounds 2
 
 Every variant is built and warmed up first (compile happens there, timed separately); then each round
 runs one frame through every variant in turn, so a load change on the machine hits all of them alike.
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vitl16")
     ap.add_argument("--size", default="480x640")
-    ap.add_argument("--variants", default="fp32,bf16,fp32+pack+cl,bf16+pack+cl")
+    ap.add_argument("--variants", default="fp32,bf16,fp32+pack+cl,bf16+pack+cl+attn")
     ap.add_argument("--labels", default="3", help="label count(s), e.g. 3 or 3,150")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)

@@ -83,7 +83,8 @@ def make_predictor(net, device, variant: str, size, dry: bool) -> Predictor:
     fixed = tuple(-(-v // 32) * 32 for v in size)
     return Predictor(net if prec == "fp32" and not flags else copy.deepcopy(net), device=device, precision=prec,
                      input_size=fixed, compile="compile" in flags and not dry,
-                     cuda_graphs="graphs" in flags and not dry, channels_last="cl" in flags, prepack="pack" in flags)
+                     cuda_graphs="graphs" in flags and not dry, channels_last="cl" in flags, prepack="pack" in flags,
+                     cpu_attention="attn" in flags)
 
 
 def fidelity(rep: Report, net, device: str, dry: bool, variants) -> None:

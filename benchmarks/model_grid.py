@@ -54,32 +54,35 @@ class Variant:
     """A precision plus fast-path switches, written like 'fp16+compile+graphs' or 'bf16+pack+cl'.
 
     Every switch is passed explicitly, so 'fp32' is today's plain eager path whatever the Predictor's
-    defaults (the CPU default is 'bf16+pack+cl' where the CPU has native bf16, 'fp32+pack+cl' else)."""
+    defaults (the CPU default is 'bf16+pack+cl+attn' where the CPU has avx512_bf16, 'fp32+pack+cl' else)."""
 
     precision: str
     compile: bool = False
     graphs: bool = False
     channels_last: bool = False
     pack: bool = False
+    attn: bool = False
 
-    FLAGS = ("compile", "graphs", "cl", "pack")
+    FLAGS = ("compile", "graphs", "cl", "pack", "attn")
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
         prec, *flags = text.split("+")
         unknown = set(flags) - set(cls.FLAGS)
         if prec not in ("fp32", "fp16", "bf16") or unknown:
-            raise ValueError(f"bad variant {text!r}: precision fp32|fp16|bf16, then +compile, +graphs, +cl, +pack")
-        return cls(prec, "compile" in flags, "graphs" in flags, "cl" in flags, "pack" in flags)
+            raise ValueError(f"bad variant {text!r}: precision fp32|fp16|bf16, then +compile, +graphs, +cl, +pack, "
+                             "+attn")
+        return cls(prec, *(f in flags for f in cls.FLAGS))
 
     @property
     def name(self) -> str:
         return "+".join([self.precision] + [f for f, on in (("compile", self.compile), ("graphs", self.graphs),
-                                                            ("pack", self.pack), ("cl", self.channels_last)) if on])
+                                                            ("pack", self.pack), ("cl", self.channels_last),
+                                                            ("attn", self.attn)) if on])
 
     def predictor_options(self) -> Dict[str, bool]:
         return {"compile": self.compile, "cuda_graphs": self.graphs, "channels_last": self.channels_last,
-                "prepack": self.pack}
+                "prepack": self.pack, "cpu_attention": self.attn}
 
     @property
     def eager_fp32(self) -> bool:
@@ -92,6 +95,8 @@ class Variant:
             return "CUDA graphs need CUDA"
         if self.pack and (device != "cpu" or self.compile):
             return "prepacked linears are for the eager CPU path (compile packs its own)"
+        if self.attn and (device != "cpu" or self.compile or self.precision != "bf16"):
+            return "the bf16 attention kernel is for bf16 on the CPU without compile"
         return None
 
 

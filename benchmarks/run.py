@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sizes", type=_list(_size), default=None, help="HxW list, e.g. 240x320,480x640,720x1280")
     ap.add_argument("--labels", type=_list(int), default=None, help="label counts, e.g. 3,20,150")
     ap.add_argument("--variants", type=_list(Variant.parse), default=None,
-                    help="e.g. fp32,bf16,bf16+pack+cl,fp16,fp16+compile+graphs,fp32+cl,fp32+compile (fp32, the plain "
+                    help="e.g. fp32,bf16,bf16+pack+cl+attn,fp16,fp16+compile+graphs,fp32+cl,fp32+compile (fp32, the plain "
                          "eager path, always included)")
     ap.add_argument("--devices", type=_list(str), default=None, help="cpu,cuda (default: both, CUDA if present)")
     ap.add_argument("--batches", type=_list(int), default=None, help="frames per forward (cameras), e.g. 1,4")
@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.devices = a.devices or ["cpu", "cuda"]
     a.batches = a.batches or ([1, 4] if cuda and not a.quick else [1])
     if a.variants is None:
-        a.variants = [Variant.parse(v) for v in ("fp32", "bf16", "fp32+pack+cl", "bf16+pack+cl")]
+        a.variants = [Variant.parse(v) for v in ("fp32", "bf16", "fp32+pack+cl", "bf16+pack+cl+attn")]
         if cuda:
             a.variants += [Variant.parse(v) for v in ("fp16", "fp16+compile+graphs")]
     if Variant("fp32") not in a.variants:

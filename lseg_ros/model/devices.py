@@ -30,17 +30,22 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (x86 avx512_bf16 / amx_bf16 flags, Arm bf16)."""
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (x86 'flags' / Arm 'Features' of /proc/cpuinfo; empty where unreadable)."""
+    flags = set()
     try:
         with open("/proc/cpuinfo") as f:
-            flags = set()
             for line in f:
                 if line.startswith(("flags", "Features")):
                     flags.update(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        pass
+    return frozenset(flags)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (x86 avx512_bf16 / amx_bf16 flags, Arm bf16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -5,7 +5,8 @@ Pieces, each optional and each measured in benchmarks/ (docs/performance.md):
   on every call); the text tower and the spatial head block stay float32.
 - `Uploader`: uint8 frames copied once into a reused pinned host buffer and sent to the GPU with
   one non-blocking copy; normalisation and resizing then happen on the device.
-- `ImagePath`: channels-last, the linear layers prepacked for oneDNN on the CPU (prepack.py),
+- `ImagePath`: channels-last, the linear layers prepacked for oneDNN on the CPU (prepack.py), the
+  ViT's attention through a bf16 kernel on avx512_bf16 CPUs (cpu_attention.py),
   `torch.compile` of `LSegNet.embed` (fixed input size), and CUDA graphs replayed per input shape
   (`StaticShapeRunner`). The label step after it (einsum with the
   text, upsampling, argmax) stays eager, so a new label set never recompiles.
@@ -19,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .cpu_attention import use_kernel_attention
 from .prepack import pack_linears, trim_heap
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class ImagePath:
 
     def __init__(self, net, device: torch.device, dtype: torch.dtype, autocast: bool = False,
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
-                 prepack: bool = False) -> None:
+                 prepack: bool = False, cpu_attention: bool = False) -> None:
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")
         self.net, self.device, self.dtype = net, device, dtype
@@ -150,6 +152,9 @@ class ImagePath:
             n = pack_linears(image_modules(net))
             if n:
                 log.info("%d linear layers prepacked for oneDNN (%s)", n, dtype)
+        self.kernel_attention = use_kernel_attention(image_modules(net)) if cpu_attention else 0
+        if self.kernel_attention:
+            log.info("%d attention layers use the bf16 CPU kernel", self.kernel_attention)
         if device.type == "cpu":
             trim_heap()  # the weights replaced by conversion and packing
         fn: Callable[[torch.Tensor], torch.Tensor] = net.embed

@@ -30,6 +30,7 @@ from .devices import DTYPES, Precision, resolve_device, resolve_precision
 from .fastpath import ImagePath, Uploader, convert_image_path, image_dtype, image_modules
 from .lseg import LSegNet
 from .postprocess import WantProbs, download, summarize, summarize_upsampled
+from .cpu_attention import restore_attention
 from .prepack import packed_dtype, prepack_supported, unpack_linears
 from .reference import REFERENCE_SCALES, reference_logits
 from .text import LabelSet, encode_label_set
@@ -116,15 +117,18 @@ class Predictor:
         prepack: the image path's linear layers prepacked for oneDNN, GELU fused (prepack.py; exact);
             None (default): on the CPU when this build supports it and `compile` is off (inductor's
             freezing packs its own). The net then belongs to this Predictor's precision.
+        cpu_attention: the ViT's attention through the bf16 kernel for avx512_bf16 CPUs (cpu_attention.py,
+            compiled on first use); None (default): in bf16 on such a CPU without `compile`.
         Today's plain eager path (the benchmarks' baseline): precision="fp32", channels_last=False,
-        prepack=False.
+        prepack=False (cpu_attention only acts in bf16).
         profile: record per-stage seconds of the last call in `stage_times` (adds device syncs).
     """
 
     def __init__(self, net: LSegNet, device: Union[str, torch.device] = "cpu", precision: Precision = "auto",
                  max_side: Optional[int] = None, cache_size: int = 16, *, input_size: Optional[Tuple[int, int]] = None,
                  compile: bool = False, cuda_graphs: bool = False, channels_last: Optional[bool] = None,
-                 prepack: Optional[bool] = None, profile: bool = False) -> None:
+                 prepack: Optional[bool] = None, cpu_attention: Optional[bool] = None,
+                 profile: bool = False) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         if max_side is not None and max_side < 32:
@@ -144,15 +148,23 @@ class Predictor:
         if prepack and not prepack_supported(self.dtype):
             raise ValueError(f"prepack: this torch build or CPU has no oneDNN packed linear for {self.dtype}")
         self.prepacked = (cpu and not compile and prepack_supported(self.dtype)) if prepack is None else bool(prepack)
+        bf16_eager_cpu = cpu and not compile and self.dtype == torch.bfloat16
+        if cpu_attention and not bf16_eager_cpu:
+            raise ValueError("cpu_attention is for bf16 on the CPU without compile")
+        self.cpu_attention = bf16_eager_cpu if cpu_attention is None else bool(cpu_attention)
         if self.dtype == torch.float32 and image_dtype(net) != torch.float32:
             raise ValueError(f"this LSegNet's image weights were converted to {image_dtype(net)} by another "
                              "Predictor; build or load the net again for fp32")
         if packed_dtype(image_modules(net)) not in (None, self.dtype) or not self.prepacked:
             unpack_linears(image_modules(net))  # packed by another Predictor for another precision or device
+        if not self.cpu_attention:
+            restore_attention(image_modules(net))
         self.net = net.to(self.device).eval()
         convert_image_path(self.net, self.dtype)
         self.image_path = ImagePath(self.net, self.device, self.dtype, channels_last=self.channels_last,
-                                    compile=compile, cuda_graphs=cuda_graphs, prepack=self.prepacked)
+                                    compile=compile, cuda_graphs=cuda_graphs, prepack=self.prepacked,
+                                    cpu_attention=self.cpu_attention)
+        self.cpu_attention = self.image_path.kernel_attention > 0  # False where the kernel is unavailable
         self.uploader = Uploader(self.device)
         self.profile = profile
         self.stage_times: Dict[str, float] = {}
