@@ -49,6 +49,23 @@ static inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+constexpr int R = 4;  // rows per register block (x 64 columns: 16 accumulators)
+
+// acc[i][c] = sum over j < n of the bf16-pair dot products a[i][j] . b[j * ldb + 16 c .. 16 c + 15]:
+// R rows x 64 columns, fp32 accumulation (vdpbf16ps), the inner loop of both products.
+static inline void pair_dots(__m512 acc[R][4], const uint32_t* const a[R], const uint32_t* b, int64_t ldb,
+                             int64_t n) {
+  for (int i = 0; i < R; ++i) for (int c = 0; c < 4; ++c) acc[i][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m512i bv[4];
+    for (int c = 0; c < 4; ++c) bv[c] = _mm512_loadu_si512(b + j * ldb + c * 16);
+    for (int i = 0; i < R; ++i) {
+      __m512i av = _mm512_set1_epi32(a[i][j]);
+      for (int c = 0; c < 4; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], (__m512bh)av, (__m512bh)bv[c]);
+    }
+  }
+}
+
 // q, k, v: (B, H, T, D) bf16, any strides with the last dim contiguous, D % 64 == 0, D <= 256.
 // Returns (B, T, H, D) bf16 (the layout the projection after attention reads).
 torch::Tensor attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, double scale) {
@@ -87,7 +104,6 @@ torch::Tensor attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, doubl
       }
     }
   });
-  constexpr int R = 4;  // query rows per micro-block
   const int64_t QB = 32;  // query rows per task
   const int64_t nqb = (T + QB - 1) / QB;
   const float sc = static_cast<float>(scale);
@@ -102,25 +118,16 @@ torch::Tensor attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, doubl
       const uint32_t* kpb = kpd + bh * DP * T64;
       const uint32_t* vpb = vpd + bh * T2 * D;
       const uint16_t* qb = qd + b * q.stride(0) + h * q.stride(1);
-      // S = Q K^T * scale (fp32 accumulation): R rows x 64 keys per micro-block
+      // S = Q K^T * scale: R rows x 64 keys per register block
       for (int64_t r0 = 0; r0 < rows; r0 += R) {
         const uint32_t* qr[R];
         for (int i = 0; i < R; ++i)  // rows past the end repeat the last one (not stored)
           qr[i] = reinterpret_cast<const uint32_t*>(qb + std::min(qb0 + r0 + i, T - 1) * q.stride(2));
         for (int64_t t0 = 0; t0 < T64; t0 += 64) {
-          constexpr int nb = 4;
           __m512 acc[R][4];
-          for (int i = 0; i < R; ++i) for (int c = 0; c < 4; ++c) acc[i][c] = _mm512_setzero_ps();
-          for (int64_t j = 0; j < DP; ++j) {
-            __m512i kv[4];
-            for (int c = 0; c < nb; ++c) kv[c] = _mm512_loadu_si512(kpb + j * T64 + t0 + c * 16);
-            for (int i = 0; i < R; ++i) {
-              __m512i qv = _mm512_set1_epi32(qr[i][j]);
-              for (int c = 0; c < nb; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], (__m512bh)qv, (__m512bh)kv[c]);
-            }
-          }
+          pair_dots(acc, qr, kpb + t0, T64, DP);
           for (int i = 0; i < R && r0 + i < rows; ++i)
-            for (int c = 0; c < nb; ++c)
+            for (int c = 0; c < 4; ++c)
               _mm512_storeu_ps(&s[(r0 + i) * T64 + t0 + c * 16], _mm512_mul_ps(acc[i][c], _mm512_set1_ps(sc)));
         }
       }
@@ -152,27 +159,18 @@ torch::Tensor attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, doubl
           }
         }
       }
-      // O = P V / rowsum: R rows x 64 dims per micro-block
+      // O = P V / rowsum: R rows x 64 dims per register block
       for (int64_t r0 = 0; r0 < rows; r0 += R) {
         for (int64_t d0 = 0; d0 < D; d0 += 64) {
-          constexpr int nd = 4;
-          __m512 acc[R][4];
-          for (int i = 0; i < R; ++i) for (int c = 0; c < 4; ++c) acc[i][c] = _mm512_setzero_ps();
           const uint32_t* pp[R];
           for (int i = 0; i < R; ++i) pp[i] = reinterpret_cast<const uint32_t*>(&p[std::min(r0 + i, rows - 1) * TP]);
-          for (int64_t t2 = 0; t2 < T2; ++t2) {
-            __m512i vv[4];
-            for (int c = 0; c < nd; ++c) vv[c] = _mm512_loadu_si512(vpb + t2 * D + d0 + c * 16);
-            for (int i = 0; i < R; ++i) {
-              __m512i pv = _mm512_set1_epi32(pp[i][t2]);
-              for (int c = 0; c < nd; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], (__m512bh)pv, (__m512bh)vv[c]);
-            }
-          }
+          __m512 acc[R][4];
+          pair_dots(acc, pp, vpb + d0, D, T2);
           for (int i = 0; i < R && r0 + i < rows; ++i) {
             const int64_t t = qb0 + r0 + i;
             __m512 inv = _mm512_set1_ps(1.0f / rsum[r0 + i]);
             uint16_t* orow = od + ((b * T + t) * H + h) * D + d0;
-            for (int c = 0; c < nd; ++c)
+            for (int c = 0; c < 4; ++c)
               _mm256_storeu_si256(reinterpret_cast<__m256i*>(orow + c * 16),
                                   (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[i][c], inv)));
           }

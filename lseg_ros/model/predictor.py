@@ -151,19 +151,19 @@ class Predictor:
         bf16_eager_cpu = cpu and not compile and self.dtype == torch.bfloat16
         if cpu_attention and not bf16_eager_cpu:
             raise ValueError("cpu_attention is for bf16 on the CPU without compile")
-        self.cpu_attention = bf16_eager_cpu if cpu_attention is None else bool(cpu_attention)
+        want_attention = bf16_eager_cpu if cpu_attention is None else bool(cpu_attention)
         if self.dtype == torch.float32 and image_dtype(net) != torch.float32:
             raise ValueError(f"this LSegNet's image weights were converted to {image_dtype(net)} by another "
                              "Predictor; build or load the net again for fp32")
         if packed_dtype(image_modules(net)) not in (None, self.dtype) or not self.prepacked:
             unpack_linears(image_modules(net))  # packed by another Predictor for another precision or device
-        if not self.cpu_attention:
+        if not want_attention:
             restore_attention(image_modules(net))
         self.net = net.to(self.device).eval()
         convert_image_path(self.net, self.dtype)
         self.image_path = ImagePath(self.net, self.device, self.dtype, channels_last=self.channels_last,
                                     compile=compile, cuda_graphs=cuda_graphs, prepack=self.prepacked,
-                                    cpu_attention=self.cpu_attention)
+                                    cpu_attention=want_attention)
         self.cpu_attention = self.image_path.kernel_attention > 0  # False where the kernel is unavailable
         self.uploader = Uploader(self.device)
         self.profile = profile
