@@ -19,7 +19,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from lseg_ros.model import LSegConfig, LSegNet, Predictor  # noqa: E402
 from lseg_ros.model.postprocess import summarize  # noqa: E402
-from lseg_ros.model.predictor import normalize_image  # noqa: E402
+from lseg_ros.model.frames import normalize_image  # noqa: E402
 
 LABELS = ["person|people", "table", "chair", "food", "wall", "other"]
 
@@ -41,9 +41,9 @@ def photos():
 def oracle(pred, image, labels, common, order="rgb"):
     """The plain path: normalise, pad alone to `common`, forward, crop, full softmax."""
     h, w = image.shape[:2]
-    x = normalize_image(image, pred._mean, pred._std, channel_order=order)
+    x = normalize_image(image, pred.frames.mean, pred.frames.std, channel_order=order)
     with torch.no_grad():
-        logits = pred.net(pred._pad(x, *common), labels.embeddings)[0, :, :h, :w]
+        logits = pred.net(pred.frames.pad(x, *common), labels.embeddings)[0, :, :h, :w]
     probs = logits.softmax(0)
     conf, mask = probs.max(0)
     n = len(labels)
@@ -160,7 +160,7 @@ def test_features(pred, stride):
     assert out.features.shape == (d, math.ceil(h / stride), math.ceil(w / stride))
     norms = np.linalg.norm(out.features.astype(np.float32), axis=0)
     np.testing.assert_allclose(norms, 1.0, atol=2e-3)
-    x = pred._pad(normalize_image(img, pred._mean, pred._std), 384, 512)
+    x = pred.frames.pad(normalize_image(img, pred.frames.mean, pred.frames.std), 384, 512)
     with torch.no_grad():
         emb = pred.net.embed(x)[0, :, :math.ceil(h / 2), :math.ceil(w / 2)]
     if stride == 2:  # the network's own output grid

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from lseg_ros.model import LSegConfig, LSegNet, Predictor  # noqa: E402
 from lseg_ros.model.agreement import agreement_on_images, compare_logits  # noqa: E402
 from lseg_ros.model.devices import cpu_has_native_bf16, resolve_precision  # noqa: E402
-from lseg_ros.model.fastpath import StaticShapeRunner, Uploader  # noqa: E402
+from lseg_ros.model.fastpath import StaticShapeRunner  # noqa: E402
 
 LABELS = ["person", "table", "chair", "food", "wall", "other"]
 
@@ -91,21 +91,6 @@ def test_compare_logits():
     assert r["argmax_agreement"] == 0.75 and r["max_abs_diff"] == 5.0
     with pytest.raises(ValueError, match="shapes differ"):
         compare_logits(a, b[..., :1])
-
-
-def test_uploader_packs_frames_into_one_buffer():
-    up = Uploader(torch.device("cpu"), pin=True)  # the CUDA packing path (pageable without CUDA)
-    voc, arc = photos()
-    strided = voc[::2, ::3]  # not contiguous
-    out = up([voc, strided, arc])
-    for t, im in zip(out, [voc, strided, arc]):
-        assert t.dtype == torch.uint8 and tuple(t.shape) == im.shape
-        np.testing.assert_array_equal(t.numpy(), im)
-    ptr = up._host.data_ptr()
-    up([arc])  # smaller: the same buffer is reused
-    assert up._host.data_ptr() == ptr
-    plain = Uploader(torch.device("cpu"))
-    assert plain([voc])[0].data_ptr() == torch.from_numpy(voc).data_ptr()  # CPU: no copy at all
 
 
 def test_static_shape_runner_logic_without_capture():

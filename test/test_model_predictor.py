@@ -61,7 +61,7 @@ def test_bgr_equals_flipped_rgb(pred):
 
 def test_padding_is_black_after_normalisation(pred):
     x = pred.to_tensor(np.zeros((40, 40, 3), np.uint8))
-    padded = pred._pad(x, 64, 64)
+    padded = pred.frames.pad(x, 64, 64)
     torch.testing.assert_close(padded[..., 50:, 50:], x[..., :14, :14])
 
 

@@ -3,8 +3,6 @@
 Pieces, each optional and each measured in benchmarks/ (docs/performance.md):
 - `convert_image_path`: the backbone and decoder weights converted once to fp16/bf16 (not autocast
   on every call); the text tower and the spatial head block stay float32.
-- `Uploader`: uint8 frames copied once into a reused pinned host buffer and sent to the GPU with
-  one non-blocking copy; normalisation and resizing then happen on the device.
 - `ImagePath`: channels-last, the linear layers prepacked for oneDNN on the CPU (prepack.py), the
   ViT's attention through a bf16 kernel on avx512_bf16 CPUs (cpu_attention.py),
   `torch.compile` of `LSegNet.embed` (fixed input size), and CUDA graphs replayed per input shape
@@ -15,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 
 from .cpu_attention import use_kernel_attention
@@ -50,43 +47,6 @@ def convert_image_path(net, dtype: torch.dtype) -> None:
     for m in image_modules(net):
         m.to(dtype)
     log.info("image path weights converted to %s", dtype)
-
-
-class Uploader:
-    """HxWx3 uint8 frames -> (h, w, 3) uint8 tensors on the device, in one host-to-device copy.
-
-    On CUDA the frames are packed into a pinned buffer (grown when needed, reused afterwards) and
-    sent with `non_blocking=True`; before the buffer is rewritten, the previous copy out of it is
-    waited for (a CUDA event), so a caller that never synchronises cannot race the DMA. On the CPU
-    the frames are used in place (no copy)."""
-
-    def __init__(self, device: torch.device, pin: Optional[bool] = None) -> None:
-        self.device = device
-        self.pin = device.type == "cuda" if pin is None else pin
-        self._host: Optional[torch.Tensor] = None
-        self._sent = None  # torch.cuda.Event recorded after the last copy out of the buffer
-
-    def _buffer(self, nbytes: int) -> torch.Tensor:
-        if self._host is None or self._host.numel() < nbytes:
-            self._host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin and torch.cuda.is_available())
-        return self._host[:nbytes]
-
-    def __call__(self, images: Sequence[np.ndarray]) -> List[torch.Tensor]:
-        if self.device.type == "cpu" and not self.pin:
-            return [torch.from_numpy(np.ascontiguousarray(im)) for im in images]
-        sizes = [im.size for im in images]
-        if self._sent is not None:
-            self._sent.synchronize()
-        host = self._buffer(sum(sizes))
-        flat = host.numpy()
-        offsets = np.cumsum([0] + sizes)
-        for im, a, b in zip(images, offsets[:-1], offsets[1:]):
-            flat[a:b] = im.reshape(-1)  # the one host copy (also makes strided frames contiguous)
-        dev = host.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            self._sent = torch.cuda.Event()
-            self._sent.record()
-        return [dev[a:b].view(im.shape) for im, a, b in zip(images, offsets[:-1], offsets[1:])]
 
 
 class StaticShapeRunner:

@@ -12,13 +12,15 @@ confidence and probabilities float32; the three (N,) statistics float32, in one 
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 # float32 elements of the temporaries per label chunk: 16 MB on the CPU (reused by malloc, no page
 # faults); on CUDA one chunk of up to 1 GB, since every chunk costs kernel launches there.
@@ -106,12 +108,22 @@ class _Accumulator:
             self.probs[:, rows] = (sel - lse).exp_()
 
     def result(self) -> DeviceResult:
-        n, flat = self.n, self.mask.flatten()
+        stats = _stats(self.mask, self.confidence, self.max_logprob, scatter=self.mask.device.type != "cpu")
+        return DeviceResult(self.mask.to(mask_dtype(self.n)), self.confidence, stats, self.probs, self.index)
+
+
+def _stats(mask: torch.Tensor, confidence: torch.Tensor, max_logprob: torch.Tensor, scatter: bool) -> torch.Tensor:
+    """(3, N): pixel_fraction, mean_confidence, max_confidence. scatter: the counts are scattered, not
+    bincount'ed (the GPU path: CUDA's bincount reads the largest id back to size its output, a sync,
+    and its output shape depends on data, which torch.compile cannot trace); the CPU's bincount is faster."""
+    n, flat = max_logprob.shape[0], mask.flatten()
+    if not scatter:
         count = torch.bincount(flat, minlength=n).float()
-        conf_sum = torch.zeros(n, device=flat.device).index_add_(0, flat, self.confidence.flatten())
-        mean_conf = torch.where(count > 0, conf_sum / count.clamp(min=1), torch.zeros_like(count))
-        stats = torch.stack([count / flat.numel(), mean_conf, self.max_logprob.exp()])
-        return DeviceResult(self.mask.to(mask_dtype(n)), self.confidence, stats, self.probs, self.index)
+    else:
+        count = torch.zeros(n, device=flat.device).index_add_(0, flat, torch.ones_like(confidence).flatten())
+    conf_sum = torch.zeros(n, device=flat.device).index_add_(0, flat, confidence.flatten())
+    mean_conf = torch.where(count > 0, conf_sum / count.clamp(min=1), torch.zeros_like(count))
+    return torch.stack([count / flat.numel(), mean_conf, max_logprob.exp()])
 
 
 def summarize(logits: torch.Tensor, want_probs: WantProbs = False) -> DeviceResult:
@@ -160,31 +172,51 @@ def summarize_upsampled(low: torch.Tensor, crop: Tuple[int, int], want_probs: Wa
     return acc.result()
 
 
-@dataclass
-class HostResult:
-    mask: np.ndarray
-    confidence: np.ndarray
-    pixel_fraction: np.ndarray
-    mean_confidence: np.ndarray
-    max_confidence: np.ndarray
-    probs: Union[None, np.ndarray, Dict[int, np.ndarray]]
+def summarize_low_fused(low: torch.Tensor, rh: int, rw: int, h: int, w: int,
+                        index: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """Half-resolution logits (N, lh, lw) -> (mask, confidence, stats, probs) of their x2 bilinear
+    upsampling (align_corners=True, as `LSegNet.score`) cropped to (rh, rw) and resized to (h, w) when
+    the frame was shrunk, with the probability maps of the labels in `index`. One expression without label chunks or Python branches on values: what the
+    GPU path runs, eagerly or compiled with the label count dynamic (then the upsampled logits are
+    computed inside the fused reductions instead of being written out and read back several times)."""
+    x = F.interpolate(low[None], scale_factor=2.0, mode="bilinear", align_corners=True)[0, :, :rh, :rw]
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    top, mask = x.max(dim=0)
+    sumexp = (x - top).exp().sum(dim=0)
+    lse = top + sumexp.log()
+    confidence = sumexp.reciprocal()  # exp(top - lse)
+    stats = _stats(mask, confidence, (x - lse).amax(dim=(1, 2)), scatter=True)
+    probs = (x.index_select(0, index) - lse).exp()
+    return mask, confidence, stats, probs
 
 
-def download(results: Sequence[DeviceResult], want_all_probs: bool) -> List[HostResult]:
-    """Device results -> numpy, with every copy queued first and one wait at the end (CUDA)."""
-    cuda = any(r.mask.is_cuda for r in results)
-    queued = []
-    for r in results:
-        parts = [r.mask, r.confidence, r.stats] + ([r.probs] if r.probs is not None else [])
-        queued.append([t.to("cpu", non_blocking=cuda) for t in parts])
-    if cuda:
-        torch.cuda.current_stream().synchronize()
-    out = []
-    for r, parts in zip(results, queued):
-        mask, conf, stats = (t.numpy() for t in parts[:3])
-        probs: Union[None, np.ndarray, Dict[int, np.ndarray]] = None
-        if r.probs is not None:
-            p = parts[3].numpy()
-            probs = p if want_all_probs else {i: p[k] for k, i in enumerate(r.prob_index)}
-        out.append(HostResult(mask, conf, stats[0], stats[1], stats[2], probs))
-    return out
+class FusedSummary:
+    """`summarize_low_fused` eager, or compiled on first use (`compile=True`); a compile or run failure
+    of the compiled version is logged once and the eager one used from then on. The probabilities are
+    always asked for, of at least two labels (unwanted ones dropped), so that one compiled graph serves
+    every label count >= 2 and every number of heatmaps (torch.compile specialises sizes 0 and 1)."""
+
+    def __init__(self, compile: bool) -> None:
+        self._compiled = torch.compile(summarize_low_fused, dynamic=None) if compile else None
+
+    def __call__(self, low: torch.Tensor, size: Tuple[int, int, int, int], prob_index: Optional[List[int]]) -> DeviceResult:
+        h, w, rh, rw = size
+        wanted = list(prob_index or [])
+        index = torch.tensor(wanted + [0] * max(0, 2 - len(wanted)), device=low.device)
+        args = (low.float(), rh, rw, h, w, index)
+        out = None
+        if self._compiled is not None:
+            torch._dynamo.maybe_mark_dynamic(args[0], 0)
+            torch._dynamo.maybe_mark_dynamic(index, 0)
+            try:
+                out = self._compiled(*args)
+            except Exception as e:  # noqa: BLE001 - an inductor failure must not stop inference
+                log.warning("compiled post-processing failed (%s: %s): using the eager version",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self._compiled = None
+        if out is None:
+            out = summarize_low_fused(*args)
+        mask, confidence, stats, probs = out
+        return DeviceResult(mask.to(mask_dtype(low.shape[0])), confidence, stats,
+                            probs[:len(wanted)] if wanted else None, prob_index)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lseg_ros.model.predictor import normalize_image
+from lseg_ros.model.frames import normalize_image
 from lseg_ros.tools import folds
 from lseg_ros.tools.common import ToolError, load_net
 from lseg_ros.tools.data import FolderDataset, read_pair
