@@ -53,7 +53,7 @@ def rss_gb() -> Tuple[float, float]:
 class Variant:
     """A precision plus fast-path switches, written like 'fp16+compile+graphs' or 'bf16+pack+cl'.
 
-    Every switch is passed explicitly, so 'fp32' is today's plain eager path whatever the Predictor's
+    Every switch is passed explicitly, so 'fp32' is the plain eager path whatever the Predictor's
     defaults (the CPU default is 'bf16+pack+cl+attn' where the CPU has avx512_bf16, 'fp32+pack+cl' else)."""
 
     precision: str

@@ -1,6 +1,6 @@
 """ROS-free LSeg model library (Li et al., ICLR 2022): network, checkpoints, predictor.
 
-See docs/design.md for the contract; /work docs: lseg-reference.md for the model itself.
+See docs/design.md for the contract and docs/model.md for the model itself.
 """
 from .checkpoint import CheckpointError, UnsafeCheckpointError, save_own
 from .config import LSegConfig

@@ -1,4 +1,4 @@
-"""Checkpoints: the released Lightning files (reference §3) and the project's own format.
+"""Checkpoints: the released Lightning files (docs/model.md §2) and the project's own format.
 
 Released files (demo_e200.ckpt, fss_l16.ckpt, fss_rn101.ckpt, fold checkpoints) are
 PyTorch-Lightning 1.x pickles whose `callbacks` dict is keyed by a Lightning class, so
@@ -177,7 +177,7 @@ def _released_state_dict(path: str, obj: dict) -> Tuple[LSegConfig, Dict[str, to
     bad = [k for k in sd if not isinstance(k, str) or not k.startswith("net.")]
     if bad:
         raise CheckpointError(f"{path!r} is not an LSeg checkpoint: keys without the 'net.' prefix, e.g. {bad[:5]}")
-    # ViT-L/16 (demo_e200.ckpt, fss_l16.ckpt, §3 table); ResNet-101 (fss_rn101.ckpt, folds, §2)
+    # ViT-L/16 (demo_e200.ckpt, fss_l16.ckpt) and ResNet-101 (fss_rn101.ckpt, folds): docs/model.md §2.1
     if any(k.startswith("net.pretrained.model.blocks.") for k in sd):
         return LSegConfig.vitl16(), _rename_released(sd)
     if any(k.startswith("net.pretrained.layer1.4.") for k in sd):

@@ -3,14 +3,14 @@
 Single pass (default, for live use), for one image or a batch of cameras in ONE forward: frames
 are uploaded as uint8 and, on the device, normalised with the weights' mean/std, shrunk so the long
 side is at most `max_side` (aspect kept; also to fit `input_size`), padded bottom/right with the
-value that is black after normalisation (as the reference pads, §4) to one common size (multiple of
+value that is black after normalisation (as the reference pads, docs/model.md §3.1) to one common size (multiple of
 32, or `input_size`), run; each image's logits are cropped and resized back to its own resolution,
 and the results are computed from the logits on the device (postprocess.py).
 
 Precision (`precision="auto"`): fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; the image
 path's weights are converted once (fastpath.py); the text tower and the label step stay float32.
 
-`protocol="reference"` runs the reference evaluation (§4, `LSeg_MultiEvalModule`, reference.py).
+`protocol="reference"` runs the reference evaluation (docs/model.md §3.2, reference.py).
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ class Predictor:
             freezing packs its own). The net then belongs to this Predictor's precision.
         cpu_attention: the ViT's attention through the bf16 kernel for avx512_bf16 CPUs (cpu_attention.py,
             compiled on first use); None (default): in bf16 on such a CPU without `compile`.
-        Today's plain eager path (the benchmarks' baseline): precision="fp32", channels_last=False,
+        The plain eager path (the benchmarks' baseline): precision="fp32", channels_last=False,
         prepack=False (cpu_attention only acts in bf16).
         profile: record per-stage seconds of the last call in `stage_times` (adds device syncs).
     """
@@ -205,7 +205,7 @@ class Predictor:
         return normalize_image(image, self._mean, self._std, self.device, channel_order)
 
     def _pad(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Pad bottom/right to (h, w) with -mean/std, i.e. black (§4, pad_image)."""
+        """Pad bottom/right to (h, w) with -mean/std, i.e. black (docs/model.md §3.1)."""
         _, c, xh, xw = x.shape
         if (xh, xw) == (h, w):
             return x

@@ -1,4 +1,4 @@
-"""Text side of LSeg (reference §1.4, §7): the frozen CLIP ViT-B/32 text tower and labels.
+"""Text side of LSeg (docs/model.md §1.6): the frozen CLIP ViT-B/32 text tower and labels.
 
 The tower is open_clip's `TextTransformer` built with the text settings of open_clip's
 `ViT-B-32-quickgelu` config (QuickGELU, causal mask, EOT pooling), which has the same
@@ -75,7 +75,7 @@ class TextEncoder(nn.Module):
         self.freeze()
 
     def freeze(self) -> "TextEncoder":
-        """CLIP is never trained in LSeg (§1.4): no gradients, eval mode."""
+        """CLIP is never trained in LSeg (docs/model.md §1.6): no gradients, eval mode."""
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()

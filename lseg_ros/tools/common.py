@@ -52,13 +52,13 @@ def add_common_args(p: argparse.ArgumentParser, model: bool = True) -> None:
         g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                        help="inference precision; fp16/bf16 use autocast on CUDA only")
         g.add_argument("--spatial-block", default=None, choices=("bottleneck", "depthwise"),
-                       help="spatial-regularisation head of a released checkpoint (reference §1.5)")
+                       help="spatial-regularisation head of a released checkpoint (docs/model.md §1.5)")
         g.add_argument("--block-depth", type=int, default=0, help="depth of that head (default 0)")
         g.add_argument("--activation", default="lrelu", choices=("relu", "lrelu", "tanh"))
 
 
 def parse_label_args(values: Sequence[str] | None, labels_file: Path | None) -> list[str]:
-    """Labels from ``--labels`` (comma-separated, repeatable; reference §4 strips spaces) and/or
+    """Labels from ``--labels`` (comma-separated, repeatable; stripped as the reference demo does, docs/model.md §3.1) and/or
     a YAML/txt file. Duplicates are an error: they would make two ids for one name."""
     from lseg_ros.tools.data import DataError, read_class_names
 

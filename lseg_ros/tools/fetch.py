@@ -1,7 +1,7 @@
-"""``lseg-fetch``: download the released LSeg checkpoints and check what arrived (reference §3).
+"""``lseg-fetch``: download the released LSeg checkpoints and check what arrived (docs/model.md §2.1).
 
 Only files with a known public location are downloaded (Google Drive IDs from the official
-README, reference §3). What arrives is written to ``<name>.part`` and kept under its final name
+README, docs/model.md §2.1). What arrives is written to ``<name>.part`` and kept under its final name
 only when it is a whole PyTorch checkpoint that strict-loads into the expected LSeg layout
 through the model library's safe loader; an HTML page (Drive's quota, login or virus-scan page)
 or a truncated file is removed and the tool says what to do by hand. No checksums are known for

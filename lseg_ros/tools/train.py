@@ -1,4 +1,4 @@
-"""``lseg-train``: fine-tune LSeg's image encoder with the text encoder frozen (reference §5).
+"""``lseg-train``: fine-tune LSeg's image encoder with the text encoder frozen (docs/model.md §4.1).
 
 * Loss: pixel-wise ``CrossEntropyLoss(ignore_index)`` over the label-similarity logits
   (scaled cosine similarities, temperature fixed at 1/0.07).
@@ -11,7 +11,7 @@
 * Mixed precision (``--amp fp16|bf16``) only on CUDA, with a GradScaler for fp16. Off by
   default: the reference trained in fp32 (its comment: AMP gave NaNs).
 * Zero-shot mode (``--zero-shot``): every sample asks about one class c present in it; text
-  ['others', c], 2-way CE, foreground = 1 (reference §1.6, §5).
+  ['others', c], 2-way CE, foreground = 1 (docs/model.md §1.8, §4.1).
 
 Outputs in ``--output``: ``last.safetensors`` / ``best.safetensors`` (the project's own
 format), ``last.state.pt`` (optimiser, scheduler, epoch, iteration, history, RNG; for
@@ -160,7 +160,7 @@ class Trainer:
 
     def _logits(self, x, cls):
         if self.opts.zero_shot:
-            # per sample exactly the labels ['others', c] (§1.6): a (B, 2, D) text batch, so a
+            # per sample exactly the labels ['others', c] (docs/model.md §1.8): a (B, 2, D) text batch, so a
             # spatial block (which mixes labels) sees what the reference's forward would.
             idx = torch.stack([torch.zeros_like(cls), cls + 1], 1).to(self.text.device)
             return self.net(x, self.text[idx])
@@ -255,7 +255,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lseg-train",
-        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), reference §5.",
+        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), as the reference trains (docs/model.md §4.1).",
         epilog="examples:\n"
                "  lseg-train --data mydata/ --weights demo_e200.ckpt --epochs 20 -o runs/a\n"
                "  lseg-train --data mydata/ --config rn101 --backbone-weights resnet101.pth \\\n"
