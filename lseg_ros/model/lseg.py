@@ -24,7 +24,7 @@ from .text import TextEncoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LSegNet", "load_checkpoint", "convert_checkpoint", "resolve_device"]
+__all__ = ["LSegNet", "convert_checkpoint", "resolve_device"]
 
 
 class LSegNet(nn.Module):
@@ -153,13 +153,6 @@ class LSegNet(nn.Module):
         c = self.config
         return (f"backbone={c.backbone}, out_dim={c.out_dim}, spatial_block={c.spatial_block}, "
                 f"untrained={self.untrained}")
-
-
-def load_checkpoint(path, spatial_block: Optional[str] = None, block_depth: int = 0, activation: str = "lrelu",
-                    device: Union[str, torch.device] = "cpu", config: Optional[LSegConfig] = None) -> LSegNet:
-    """Same as `LSegNet.from_checkpoint` (kept as a function for existing callers)."""
-    return LSegNet.from_checkpoint(path, spatial_block=spatial_block, block_depth=block_depth,
-                                   activation=activation, device=device, config=config)
 
 
 def convert_checkpoint(src, dst, spatial_block: Optional[str] = None, block_depth: int = 0,

@@ -34,6 +34,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from lseg_ros.model.variants import NAMES
 from lseg_ros.tools import folds
 from lseg_ros.tools.common import ToolError, cli, progress
 from lseg_ros.tools.data import FolderDataset, TrainTransform, ValTransform, read_class_names
@@ -255,7 +256,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lseg-train",
-        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), as the reference trains (docs/model.md §4.1).",
+        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), as the reference "
+                    "trains (docs/model.md §4.1).",
         epilog="examples:\n"
                "  lseg-train --data mydata/ --weights demo_e200.ckpt --epochs 20 -o runs/a\n"
                "  lseg-train --data mydata/ --config rn101 --backbone-weights resnet101.pth \\\n"
@@ -272,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, help="run folder or last.state.pt to continue")
     g = p.add_argument_group("initialisation")
     g.add_argument("-w", "--weights", type=Path, help="released .ckpt or own .safetensors to start from")
-    g.add_argument("--config", help="named architecture with random init (vitl16, rn101, tiny_vit, tiny_resnet)")
+    g.add_argument("--config", help=f"named architecture with random init ({', '.join(NAMES)})")
     g.add_argument("--backbone-weights", type=Path, help="ImageNet backbone weights (timm ViT / torchvision ResNet)")
     g.add_argument("--text-weights", type=Path,
                    help="CLIP ViT-B/32 weights for the (frozen) text tower: a state dict (open_clip "
