@@ -1,4 +1,4 @@
-"""What the 3D outputs cost lseg_node per frame (issue 11's budget: <= 15% each at 480x640): one node
+"""What the 3D outputs cost lseg_node per frame (budget, docs/3d.md: <= 15% each at 480x640): one node
 (tiny untrained model by default, CPU), one RGB-D camera in this process (640x480 photo + aligned
 32FC1 depth + camera_info, same stamps, at --rate Hz so every frame is processed), and phases with
 different subscribers, interleaved and repeated in one run:

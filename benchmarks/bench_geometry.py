@@ -9,7 +9,7 @@ machine are ratios at best.
 
 --model also times the model library's Predictor.predict on the same frame (untrained weights of
 that config, CPU, 20 labels), without and with features_stride=16, and prints the 3D costs as a
-share of it (issue 11's budget: <= 15 % each at 480x640, k=1, tiny model, this CPU).
+share of it (the budget, docs/3d.md: <= 15 % each at 480x640, k=1, tiny model).
 """
 from __future__ import annotations
 

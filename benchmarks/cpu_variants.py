@@ -29,12 +29,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.model_grid import Variant, labels_of, photo  # noqa: E402
-from lseg_ros.model import LSegConfig, LSegNet, Predictor  # noqa: E402
+from lseg_ros.model import LSegNet, Predictor  # noqa: E402
+from lseg_ros.model.variants import NAMES, named_config  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vitl16")
+    ap.add_argument("--model", default="vitl16", choices=NAMES)
     ap.add_argument("--size", default="480x640")
     ap.add_argument("--variants", default="fp32,bf16,fp32+pack+cl,bf16+pack+cl+attn")
     ap.add_argument("--labels", default="3", help="label count(s), e.g. 3 or 3,150")
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     if Variant("fp32") not in variants:
         variants.insert(0, Variant("fp32"))
     torch.manual_seed(0)
-    base = LSegNet.from_config(getattr(LSegConfig, a.model)())
+    base = LSegNet.from_config(named_config(a.model))
     frame = photo(h, w)
     size = (-(-h // 32) * 32, -(-w // 32) * 32)
     print(f"{a.model} (untrained) {h}x{w}, {a.labels} labels, torch {torch.__version__}, {torch.get_num_threads()} "

@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-from lseg_ros.model import LSegConfig, LSegNet, Predictor
+from lseg_ros.model import LSegNet, Predictor
+from lseg_ros.model.variants import VARIANTS, named_config
 
 STAGES = ("decode", "upload", "forward", "post", "download")
-MODELS = {"vitl16": "ViT-L/16", "rn101": "ResNet-101", "tiny_vit": "tiny ViT (tests)",
-          "tiny_resnet": "tiny ResNet (tests)"}
+MODELS = {name: v.title for name, v in VARIANTS.items()}
 WORDS = ("floor wall person chair table door window plant ceiling sky road car tree grass building box "
          "shelf bag bottle cup screen keyboard lamp bed sofa rug sink mirror clock book").split()
 
@@ -53,7 +53,7 @@ def rss_gb() -> Tuple[float, float]:
 class Variant:
     """A precision plus fast-path switches, written like 'fp16+compile+graphs' or 'bf16+pack+cl'.
 
-    Every switch is passed explicitly, so 'fp32' is today's plain eager path whatever the Predictor's
+    Every switch is passed explicitly, so 'fp32' is the plain eager path whatever the Predictor's
     defaults (the CPU default is 'bf16+pack+cl+attn' where the CPU has avx512_bf16, 'fp32+pack+cl' else)."""
 
     precision: str
@@ -142,7 +142,7 @@ def run_grid(models, devices, sizes, label_counts, variants, batches, runs: Dict
             continue
         for model in models:
             torch.manual_seed(0)
-            base = LSegNet.from_config(getattr(LSegConfig, model)())
+            base = LSegNet.from_config(named_config(model))
             for variant in variants:
                 why = variant.skip_reason(device)
                 if why:

@@ -1,10 +1,17 @@
 """lseg_ros: LSeg (Li et al., ICLR 2022) for ROS 2.
 
-The source tree and the CMake-installed package share this name: the interfaces that rosidl
-generates (lseg_ros.msg, lseg_ros.srv) live only in the installed copy. extend_path lets Python
-started in the repository root find both (the source modules first).
+The interfaces that rosidl generates (lseg_ros.msg, lseg_ros.srv and their C extensions) exist only
+in the copy that CMake installs (scripts/setup.sh, colcon), which holds the Python sources too.
+Python started in a source checkout imports this source package instead, so there, and only there,
+its path is extended with the installed copy's (the source modules first). An installed copy, CMake's
+or pip's, is complete on its own and never borrows modules from another installation: a module left
+out of a pip install fails to import instead of being found in some other copy.
 """
-import pkgutil
+from pathlib import Path as _Path
 
-__path__ = pkgutil.extend_path(__path__, __name__)
+if (_Path(__file__).resolve().parent.parent / "package.xml").is_file():  # a source checkout
+    import pkgutil as _pkgutil
+
+    __path__ = _pkgutil.extend_path(__path__, __name__)
+
 __version__ = "0.1.0"

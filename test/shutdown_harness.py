@@ -27,10 +27,10 @@ SIGNALS: Dict[str, List[int]] = {
     "sigterm": [signal.SIGTERM],
 }
 SIGNAL_GAP_S = 0.02
-# Output that means the process did not end cleanly (issue 12: aborts, tracebacks, executor errors).
+# Output that means the process did not end cleanly (aborts, tracebacks, executor errors).
 CRASH_TEXT = ("terminate called", "Traceback", "KeyboardInterrupt", "exception was never retrieved",
               "failed to initialize wait set", "Segmentation fault", "core dumped", "Aborted")
-EXIT_LIMIT_S = 10.0  # generous: a busy 2-core CI machine; the target (issue 12) is 2 s
+EXIT_LIMIT_S = 10.0  # generous: a busy 2-core CI machine; the target is 2 s
 BIG_SIDE = 2048  # mid-frame: tiny model, max_side 0 -> several seconds per frame on a CPU
 
 

@@ -1,7 +1,7 @@
 """Synthetic checkpoints in the released LSeg layout, for tests (no real weights exist here).
 
 `spec_weights` reproduces the deterministic rule that the reference logits in
-test/data/lseg-reference were recorded with (see that folder's README rule): every
+test/data/lseg-reference were recorded with (docs/model.md §5): every
 tensor is drawn from numpy's default_rng(20260427 ^ crc32(key)) by its key's last name
 part, in float64, then cast to the spec dtype. `write_lightning` writes a file shaped like
 the released PyTorch-Lightning 1.x checkpoints, including a `callbacks` dict keyed by a

@@ -1,7 +1,7 @@
 """Fast paths on the CPU: precision choice, bf16 weights, upload packing, static-shape runner (the
 CUDA-graph logic without the capture), torch.compile and channels-last exactness in fp32.
 
-Exactness (issue 9): the fp32 fast paths give logits within 2e-3 of the eager fp32 path and masks
+Exactness: the fp32 fast paths give logits within 2e-3 of the eager fp32 path and masks
 equal on >= 99.99% of pixels. CUDA-only parts are in test_model_cuda.py (skipped without CUDA).
 """
 import copy
@@ -49,7 +49,7 @@ def test_auto_precision_follows_the_hardware():
     assert cpu == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     assert Predictor(tiny()).precision == cpu
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"  # allowed on the CPU now
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"  # allowed on the CPU
     with pytest.raises(ValueError, match="fp16.*CUDA"):
         resolve_precision("fp16", torch.device("cpu"))
 

@@ -1,6 +1,6 @@
 """The CPU default path: linear layers prepacked for oneDNN (GELU fused) and channels-last (prepack.py).
 
-Exactness (issue 9): the default fp32 path gives logits within 2e-3 of the plain eager fp32 path
+Exactness: the default fp32 path gives logits within 2e-3 of the plain eager fp32 path
 and masks equal on >= 99.99% of pixels; packing keeps the weights (state_dict, deepcopy) and can be
 undone exactly when another Predictor needs the net in another form.
 """
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not prepack_supported(torch.float32),
 
 
 def plain(net) -> Predictor:
-    """Today's plain eager fp32 path (the benchmarks' baseline)."""
+    """The plain eager fp32 path (the benchmarks' baseline)."""
     return Predictor(net, precision="fp32", channels_last=False, prepack=False)
 
 

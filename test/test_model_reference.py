@@ -1,7 +1,7 @@
 """Numeric reference tests on full-size synthetic checkpoints in the released layouts.
 
 The golden logits in test/data/lseg-reference were recorded from the official LSeg code
-with deterministic synthetic weights; here the same weights are written as a released
+with deterministic synthetic weights (docs/model.md §5); here the same weights are written as a released
 Lightning checkpoint (cached outside the repo: $LSEG_TEST_CACHE or ~/.cache/lseg_ros_test,
 1.7 GB + 0.5 GB, about 20 s to write the first time) and loaded through from_checkpoint.
 """
@@ -52,7 +52,7 @@ def test_golden_logits_vitl16(vitl16, golden):
 
 def test_bf16_agrees_with_fp32_on_the_fixtures(vitl16, golden):
     """The CPU default on native-bf16 CPUs (weights converted once): argmax agreement with fp32 on the
-    reference fixtures (measured 0.998 and 0.994 here; issue 9 asks >= 0.99 of the CPU default)."""
+    reference fixtures (measured 0.998 and 0.994; the CPU default is held to >= 0.99)."""
     meta, g = golden
     ref = Predictor(copy.deepcopy(vitl16), precision="fp32")  # the fixture stays unpacked for the other tests
     low = Predictor(copy.deepcopy(vitl16), precision="bf16")

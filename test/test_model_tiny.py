@@ -41,7 +41,7 @@ def test_size_not_multiple_of_32_is_refused(net):
 def test_text_tower_frozen_and_raw_strings(net):
     assert not any(p.requires_grad for p in net.text.parameters())
     net.train()
-    assert not net.text.training  # CLIP stays in eval mode (§1.4)
+    assert not net.text.training  # CLIP stays in eval mode (docs/model.md §1.6)
     net.eval()
     a = net.encode_text(["Traffic  Light!", "café"])
     b = net.encode_text(["café"])

@@ -1,4 +1,4 @@
-"""Folder datasets: validation errors that name the file, skips, augmentation (reference §5)."""
+"""Folder datasets: validation errors that name the file, skips, augmentation (docs/model.md §4.1)."""
 import sys
 from pathlib import Path
 

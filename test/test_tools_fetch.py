@@ -9,7 +9,7 @@ from lseg_ros.tools import convert, fetch  # noqa: E402
 
 
 def released_layout_file(path, net):
-    """A Lightning-style file in the released key layout (reference §3), from a tiny net."""
+    """A Lightning-style file in the released key layout (docs/model.md §2.1), from a tiny net."""
     sd = {}
     for k, v in net.state_dict().items():
         k = "clip_pretrained." + k[len("text.tower."):] if k.startswith("text.tower.") else k

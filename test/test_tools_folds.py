@@ -1,4 +1,4 @@
-"""PASCAL-5i / COCO-20i fold splits and episode sampling (reference §5)."""
+"""PASCAL-5i / COCO-20i fold splits and episode sampling (docs/model.md §4.2)."""
 import pickle
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases (reference §5)."""
+"""Metrics against hand-computed cases (docs/model.md §4.2)."""
 import math
 
 import numpy as np

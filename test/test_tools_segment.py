@@ -227,7 +227,7 @@ def test_failed_bag_leaves_no_partial_output(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# ---- 3D outputs (issue 11): a synthetic RGB-D bag -----------------------------------------------
+# ---- 3D outputs: a synthetic RGB-D bag -----------------------------------------------
 from lseg_ros.geometry import cloud_array, unpack_embeddings, unpack_features  # noqa: E402
 from lseg_ros.tools import bag3d  # noqa: E402
 
@@ -391,11 +391,8 @@ def test_rgbd_bag_bad_depth_counted_and_2d_goes_on(tmp_path):
 
 
 def test_cli_rgbd_bag_with_tiny_model(tmp_path, capsys):
-    """main() with the tiny random-weight model: points by default; features when the predictor has them."""
+    """main() with the tiny random-weight model: points by default; features with --features."""
     pytest.importorskip("lseg_ros.model")
-    import inspect
-
-    from lseg_ros.model import Predictor
 
     src = tmp_path / "in"
     write_rgbd_bag(src, n=2)
@@ -408,8 +405,6 @@ def test_cli_rgbd_bag_with_tiny_model(tmp_path, capsys):
     assert msg.width == 24 * 16 - 4                    # left wall only (right at 2.5 m > 2.0), hole 2x2 at k=2
     rc = segment.main([str(src), "-o", str(tmp_path / "o2"), "-l", "a", "--decimation", "0"])
     assert rc == 2 and "--decimation must be >= 1" in capsys.readouterr().err
-    if "features_stride" not in inspect.signature(Predictor.predict).parameters:
-        pytest.skip("Predictor.predict has no features_stride yet (model engineer's contract)")
     rc = segment.main([str(src), "-o", str(tmp_path / "o3"), "--config", "tiny_vit", "-l", "red, green, other",
                        "--features", "--features-stride", "8", "--no-points"])
     assert rc == 0, capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Image backbones of LSeg: DPT-style ViT (reference §1.1-1.2) and ResNet-101 (§2).
+"""Image backbones of LSeg: DPT-style ViT (docs/model.md §1.1-1.2) and ResNet-101 (§1.7).
 
 Both return four feature maps at H/4, H/8, H/16, H/32. The ViT forward is written here
 over timm's public modules (patch_embed, cls_token, pos_embed, blocks) instead of hooks
@@ -34,7 +34,7 @@ class ViTBackbone(nn.Module):
             setattr(self, f"act_postprocess{i}", make_reassemble(cfg.vit_dim, c, i))
 
     def resized_pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        """Stored (1, 1+g*g, C) embedding resampled to the input's patch grid (§1.1)."""
+        """Stored (1, 1+g*g, C) embedding resampled to the input's patch grid (docs/model.md §1.1)."""
         pos = self.model.pos_embed
         cls_pos, grid = pos[:, :1], pos[:, 1:]
         g = int(round(grid.shape[1] ** 0.5))
@@ -80,7 +80,7 @@ def _block(blk: nn.Module, x: torch.Tensor, low: torch.dtype) -> torch.Tensor:
 
 
 class ResNetBackbone(nn.Module):
-    """`pretrained` of the ResNet model: torchvision ResNet repackaged as layer1..layer4 (§2)."""
+    """`pretrained` of the ResNet model: torchvision ResNet repackaged as layer1..layer4 (docs/model.md §1.7)."""
 
     def __init__(self, cfg: LSegConfig) -> None:
         super().__init__()

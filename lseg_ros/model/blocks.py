@@ -1,4 +1,4 @@
-"""Building blocks of LSeg's dense decoder (reference §1.2, §1.3, §1.5).
+"""Building blocks of LSeg's dense decoder (docs/model.md §1.2, §1.3, §1.5).
 
 Module and attribute names follow the released checkpoints (`act_postprocess{i}`
 Sequential indices 0/3/4, `scratch.layer{i}_rn`, `refinenet{i}.resConfUnit{1,2}`,
@@ -15,7 +15,7 @@ from torch import nn
 
 
 class ProjectReadout(nn.Module):
-    """'project' readout (§1.2): concat every patch token with the cls token, Linear + GELU."""
+    """'project' readout (docs/model.md §1.2): concat every patch token with the cls token, Linear + GELU."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -31,7 +31,7 @@ def make_reassemble(dim: int, out_channels: int, stage: int) -> nn.Sequential:
     """One reassemble stage; index 1/2 are parameter-free placeholders kept for the key layout.
 
     Stage 1 upsamples x4 (ConvTranspose k4 s4), stage 2 x2, stage 3 keeps H/16, stage 4
-    downsamples with a strided 3x3 conv (§1.2 table).
+    downsamples with a strided 3x3 conv (docs/model.md §1.2).
     """
     if stage == 1:
         resample: nn.Module = nn.ConvTranspose2d(out_channels, out_channels, kernel_size=4, stride=4)
@@ -48,7 +48,7 @@ def make_reassemble(dim: int, out_channels: int, stage: int) -> nn.Sequential:
 
 
 def run_reassemble(seq: nn.Sequential, tokens: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Tokens (B, 1+h*w, C) -> feature map; the reshape to the actual grid replaces index 2 (§1.2)."""
+    """Tokens (B, 1+h*w, C) -> feature map; the reshape to the actual grid replaces index 2 (docs/model.md §1.2)."""
     x = seq[0](tokens)
     x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid_h, grid_w)
     return seq[4](seq[3](x))
@@ -73,7 +73,7 @@ class ResidualConvUnit(nn.Module):
 
 
 class FeatureFusionBlock(nn.Module):
-    """DPT FeatureFusionBlock_custom (bn=True, expand=False, align_corners=True), §1.3."""
+    """DPT FeatureFusionBlock_custom (bn=True, expand=False, align_corners=True), docs/model.md §1.3."""
 
     def __init__(self, features: int) -> None:
         super().__init__()
@@ -90,7 +90,7 @@ class FeatureFusionBlock(nn.Module):
 
 
 class DepthwiseConv(nn.Module):
-    """One 3x3 conv shared by every label map, so label order does not matter (§1.5)."""
+    """One 3x3 conv shared by every label map, so label order does not matter (docs/model.md §1.5)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,7 +105,7 @@ _ACTIVATIONS = {"relu": nn.ReLU, "lrelu": nn.LeakyReLU, "tanh": nn.Tanh}
 
 
 class SpatialBlock(nn.Module):
-    """bottleneck_block / depthwise_block of §1.5; stored at `scratch.head_block`.
+    """bottleneck_block / depthwise_block of docs/model.md §1.5; stored at `scratch.head_block`.
 
     bottleneck: act(conv(x) + max over labels of x); depthwise: act(conv(x)). Both the max
     and the shared conv are symmetric in the label axis, hence permutation equivariant.
@@ -137,7 +137,7 @@ class SpatialBlock(nn.Module):
 
 
 class Scratch(nn.Module):
-    """The decoder (`scratch`, §1.3-1.5): 3x3 projections, four fusion blocks, head to out_dim."""
+    """The decoder (`scratch`, docs/model.md §1.3-1.5): 3x3 projections, four fusion blocks, head to out_dim."""
 
     def __init__(self, in_channels: Sequence[int], features: int, out_dim: int,
                  spatial_block: Optional[str] = None, activation: str = "lrelu") -> None:

@@ -1,4 +1,4 @@
-"""Checkpoints: the released Lightning files (reference §3) and the project's own format.
+"""Checkpoints: the released Lightning files (docs/model.md §2) and the project's own format.
 
 Released files (demo_e200.ckpt, fss_l16.ckpt, fss_rn101.ckpt, fold checkpoints) are
 PyTorch-Lightning 1.x pickles whose `callbacks` dict is keyed by a Lightning class, so
@@ -25,6 +25,7 @@ import torch
 from .config import LSegConfig
 from .devices import resolve_device
 from .safe_pickle import CheckpointError, UnsafeCheckpointError, safe_pickle
+from .variants import VARIANTS, released_variant
 
 if TYPE_CHECKING:  # the network module imports this one (from_checkpoint), never the reverse
     from .lseg import LSegNet
@@ -177,13 +178,11 @@ def _released_state_dict(path: str, obj: dict) -> Tuple[LSegConfig, Dict[str, to
     bad = [k for k in sd if not isinstance(k, str) or not k.startswith("net.")]
     if bad:
         raise CheckpointError(f"{path!r} is not an LSeg checkpoint: keys without the 'net.' prefix, e.g. {bad[:5]}")
-    # ViT-L/16 (demo_e200.ckpt, fss_l16.ckpt, §3 table); ResNet-101 (fss_rn101.ckpt, folds, §2)
-    if any(k.startswith("net.pretrained.model.blocks.") for k in sd):
-        return LSegConfig.vitl16(), _rename_released(sd)
-    if any(k.startswith("net.pretrained.layer1.4.") for k in sd):
-        return LSegConfig.rn101(), _rename_released(sd)
-    raise CheckpointError(f"{path!r}: unrecognised LSeg layout (neither ViT 'net.pretrained.model.blocks.*' "
-                          "nor ResNet 'net.pretrained.layer1.4.*' keys)")
+    variant = released_variant(sd)  # by marker keys (variants.py, docs/model.md §2.1)
+    if variant is None:
+        markers = " nor ".join(f"{v.title} '{v.marker}*'" for v in VARIANTS.values() if v.marker)
+        raise CheckpointError(f"{path!r}: unrecognised LSeg layout (neither {markers} keys)")
+    return variant.config(), _rename_released(sd)
 
 
 # ---- strict loading --------------------------------------------------------------------

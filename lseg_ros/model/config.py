@@ -1,4 +1,4 @@
-"""Architecture settings of an LSeg network (reference §1, §2, §1.5).
+"""Architecture settings of an LSeg network (docs/model.md §1).
 
 `LSegConfig` is a small frozen dataclass: it is all that is needed to build the
 modules (random weights), it travels with the weights in the project's own
@@ -15,8 +15,8 @@ from typing import Literal, Optional, Tuple
 SpatialBlock = Optional[Literal["bottleneck", "depthwise"]]
 Activation = Literal["relu", "lrelu", "tanh"]
 
-_VIT_MEAN = (0.5, 0.5, 0.5)  # §4: Normalize(0.5, 0.5) for the CLIP-ViT checkpoints
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # §2: the ResNet-101 variant uses ImageNet statistics
+_VIT_MEAN = (0.5, 0.5, 0.5)  # docs/model.md §3.1: pixels in [-1, 1] for the ViT checkpoints
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # docs/model.md §1.7: the ResNet-101 variant uses ImageNet statistics
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -25,23 +25,23 @@ class LSegConfig:
     """Everything needed to build an LSeg network.
 
     Attributes:
-        backbone: "vit" (DPT-style ViT, §1.1-1.2) or "resnet" (§2).
+        backbone: "vit" (DPT-style ViT, docs/model.md §1.1-1.2) or "resnet" (§1.7).
         vit_name: timm model name the ViT is built from (pretrained=False).
         vit_dim, vit_depth, vit_heads, patch: ViT width, blocks, heads, patch size.
         vit_taps: 0-based blocks whose outputs feed the reassemble stages.
         base_grid: side of the stored position-embedding grid (24 for ViT-L/16 @ 384).
         vit_head_classes: size of timm's (unused) classifier head; it is in the released file.
-        reassemble: output channels of the four reassemble stages (§1.2).
+        reassemble: output channels of the four reassemble stages (docs/model.md §1.2).
         resnet_block: "bottleneck" (ResNet-101) or "basic" (tiny test net).
         resnet_layers: blocks per ResNet stage.
-        features: decoder width (256, §1.3).
+        features: decoder width (256, docs/model.md §1.3).
         out_dim: embedding width shared by image and text (512).
         text_model: open_clip config name of the text tower; "" = the tiny tower below.
         text_width, text_heads, text_layers: tiny text tower dims (ignored with text_model).
         context_length: tokenizer context (77, OpenAI CLIP).
-        logit_scale: multiplier of the cosine similarities, 1/0.07 (§1.4).
+        logit_scale: multiplier of the cosine similarities, 1/0.07 (docs/model.md §1.4).
         mean, std: input normalisation of these weights.
-        spatial_block, block_depth, activation: the optional regularisation head (§1.5).
+        spatial_block, block_depth, activation: the optional regularisation head (docs/model.md §1.5).
     """
 
     backbone: Literal["vit", "resnet"] = "vit"
@@ -85,12 +85,12 @@ class LSegConfig:
     # ---- named variants -------------------------------------------------
     @classmethod
     def vitl16(cls, **overrides) -> "LSegConfig":
-        """The released ViT-L/16 model (demo_e200.ckpt, fss_l16.ckpt), §1."""
+        """The released ViT-L/16 model (demo_e200.ckpt, fss_l16.ckpt), docs/model.md §1.1-1.6."""
         return cls(**overrides)
 
     @classmethod
     def rn101(cls, **overrides) -> "LSegConfig":
-        """The released ResNet-101 model (fss_rn101.ckpt, fold checkpoints), §2."""
+        """The released ResNet-101 model (fss_rn101.ckpt, fold checkpoints), docs/model.md §1.7."""
         base = dict(backbone="resnet", reassemble=(256, 512, 1024, 2048), mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
         return cls(**{**base, **overrides})
 

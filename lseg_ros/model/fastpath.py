@@ -11,7 +11,6 @@ Pieces, each optional and each measured in benchmarks/ (docs/performance.md):
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -99,13 +98,13 @@ class StaticShapeRunner:
 class ImagePath:
     """frame batch (B, 3, H, W), already in the compute dtype -> (B, D, H/2, W/2) float32 embeddings."""
 
-    def __init__(self, net, device: torch.device, dtype: torch.dtype, autocast: bool = False,
+    def __init__(self, net, device: torch.device, dtype: torch.dtype,
                  channels_last: bool = False, compile: bool = False, cuda_graphs: bool = False,
                  prepack: bool = False, cpu_attention: bool = False) -> None:
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")
         self.net, self.device, self.dtype = net, device, dtype
-        self.autocast, self.channels_last = autocast, channels_last
+        self.channels_last = channels_last
         for m in image_modules(net):  # both ways: a net another Predictor made channels-last is restored
             m.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         if prepack:
@@ -128,14 +127,8 @@ class ImagePath:
         self._fn = fn
         self.runner = StaticShapeRunner(self._call, capture=True) if cuda_graphs else None
 
-    def _context(self):
-        if not self.autocast:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        with self._context():
-            return self._fn(x)
+        return self._fn(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -1,5 +1,5 @@
-"""Frames in: checks, normalisation, the size a frame runs at, and the padded batch (docs/model.md,
-"Inference protocol": the reference pads bottom/right with the value that is black after normalisation).
+"""Frames in: checks, normalisation, the size a frame runs at, and the padded batch (docs/model.md §3.1:
+the reference pads bottom/right with the value that is black after normalisation).
 
 A batch is built on the device from the uploaded uint8 frames: normalised with the weights' mean/std,
 shrunk so the long side is at most `max_side` (aspect kept; also to fit `input_size`), padded to one

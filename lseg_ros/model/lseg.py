@@ -1,7 +1,7 @@
-"""LSegNet: dense CLIP-aligned image features scored against text (reference §1.4).
+"""LSegNet: dense CLIP-aligned image features scored against text (docs/model.md §1).
 
     logits = (1/0.07) * <normalise(head1(decoder(backbone(x)))), normalise(text)>
-    -> optional spatial-regularisation blocks (§1.5) -> bilinear x2 (align_corners=True)
+    -> optional spatial-regularisation blocks (docs/model.md §1.5) -> bilinear x2 (align_corners=True)
 
 Submodule names follow the released checkpoints (`pretrained`, `scratch`; `clip_pretrained`
 becomes `text.tower`), so loading is a prefix rename (see checkpoint.py).
@@ -24,7 +24,7 @@ from .text import TextEncoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LSegNet", "load_checkpoint", "convert_checkpoint", "resolve_device"]
+__all__ = ["LSegNet", "convert_checkpoint", "resolve_device"]
 
 
 class LSegNet(nn.Module):
@@ -98,7 +98,7 @@ class LSegNet(nn.Module):
         """(B, 3, H, W) normalised -> (B, out_dim, H/2, W/2) float32 unit-norm pixel embeddings.
 
         The text-independent part of the network (what the Predictor compiles / graph-captures);
-        plain L2 normalisation without eps (§1.4), in float32 whatever the weights' dtype."""
+        plain L2 normalisation without eps (docs/model.md §1.4), in float32 whatever the weights' dtype."""
         feats = self.image_features(x).float()
         return feats / feats.norm(dim=1, keepdim=True)
 
@@ -106,7 +106,7 @@ class LSegNet(nn.Module):
         """Unit-norm pixel embeddings (B, D, h, w), text (N, D) or (B, N, D) -> (B, N, 2h, 2w) logits.
 
         The label-dependent step, float32, any shapes (a new label set never recompiles): cosine
-        similarity x 1/0.07, the optional spatial block (§1.5), bilinear x2 (align_corners=True).
+        similarity x 1/0.07, the optional spatial block (docs/model.md §1.5), bilinear x2 (align_corners=True).
         The matmul is done in float32 (the reference's .half() only adds rounding).
         upsample=False: the (B, N, h, w) logits before the x2 step (postprocess.summarize_upsampled)."""
         per_sample = text.ndim == 3 and text.shape[0] == emb.shape[0]
@@ -143,7 +143,7 @@ class LSegNet(nn.Module):
         """(B, 3, H, W) normalised image, (N, D) text features -> (B, N, H, W) float32 logits.
 
         ``text`` may also be (B, N, D): labels per sample (the zero-shot ['others', c] batches
-        of §1.6), computed exactly as N labels for that sample alone would be."""
+        of docs/model.md §1.8), computed exactly as N labels for that sample alone would be."""
         if text.shape[-1] != self.config.out_dim or text.ndim not in (2, 3):
             raise ValueError(f"text features must be (N, {self.config.out_dim}) or (B={x.shape[0]}, N, "
                              f"{self.config.out_dim}), got {tuple(text.shape)}")
@@ -153,13 +153,6 @@ class LSegNet(nn.Module):
         c = self.config
         return (f"backbone={c.backbone}, out_dim={c.out_dim}, spatial_block={c.spatial_block}, "
                 f"untrained={self.untrained}")
-
-
-def load_checkpoint(path, spatial_block: Optional[str] = None, block_depth: int = 0, activation: str = "lrelu",
-                    device: Union[str, torch.device] = "cpu", config: Optional[LSegConfig] = None) -> LSegNet:
-    """Same as `LSegNet.from_checkpoint` (kept as a function for existing callers)."""
-    return LSegNet.from_checkpoint(path, spatial_block=spatial_block, block_depth=block_depth,
-                                   activation=activation, device=device, config=config)
 
 
 def convert_checkpoint(src, dst, spatial_block: Optional[str] = None, block_depth: int = 0,

@@ -16,7 +16,7 @@ Precision (`precision="auto"`): fp16 on CUDA, bf16 on CPUs with native bf16, els
 path's weights are converted once (fastpath.py); the text tower and the label step stay float32.
 Every option and its automatic choice: options.py.
 
-`protocol="reference"` runs the reference evaluation (reference.py; docs/model.md, "Inference protocol").
+`protocol="reference"` runs the reference evaluation (docs/model.md §3.2, reference.py).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reference evaluation protocol (reference §4, `LSeg_MultiEvalModule`), for offline use.
+"""The reference evaluation protocol (docs/model.md §3.2, `LSeg_MultiEvalModule`), for offline use.
 
 Scales x {image, flipped}, 480 windows with stride 320, logits averaged; dozens of passes per
 image. `run(x, text)` is one network pass on a normalised, padded batch; `pad(x, h, w)` pads

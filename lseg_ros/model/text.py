@@ -1,4 +1,4 @@
-"""Text side of LSeg (reference §1.4, §7): the frozen CLIP ViT-B/32 text tower and labels.
+"""Text side of LSeg (docs/model.md §1.6): the frozen CLIP ViT-B/32 text tower and labels.
 
 The tower is open_clip's `TextTransformer` built with the text settings of open_clip's
 `ViT-B-32-quickgelu` config (QuickGELU, causal mask, EOT pooling), which has the same
@@ -24,6 +24,7 @@ from open_clip.transformer import QuickGELU, TextTransformer
 from torch import nn
 
 from .config import LSegConfig
+from .labels import parse_labels
 
 _versions = itertools.count(1)
 
@@ -75,7 +76,7 @@ class TextEncoder(nn.Module):
         self.freeze()
 
     def freeze(self) -> "TextEncoder":
-        """CLIP is never trained in LSeg (§1.4): no gradients, eval mode."""
+        """CLIP is never trained in LSeg (docs/model.md §1.6): no gradients, eval mode."""
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()
@@ -120,40 +121,6 @@ class TextEncoder(nn.Module):
 
 
 # ---- label sets --------------------------------------------------------------------
-
-def visible(text: str) -> bool:
-    """True when `text` has a character that shows: not only spaces and invisible format characters
-    (zero-width space, joiners, BOM), which CLIP would encode as an empty label."""
-    return any(ch.isprintable() and not ch.isspace() for ch in text)
-
-
-def parse_labels(labels: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, ...], ...]]:
-    """Validate labels; return (display names, alternatives per label).
-
-    Each label is stripped and split on '|' into stripped alternatives; the first one is
-    its display name. Empty sets, empty labels or alternatives, and duplicate names
-    (case-insensitive) raise ValueError naming the offending label.
-    """
-    if isinstance(labels, str):
-        raise TypeError(f"labels must be a list of strings, not one string ({labels!r})")
-    labels = list(labels)
-    if not labels:
-        raise ValueError("the label set is empty: give at least one label")
-    names, alts, seen = [], [], {}
-    for i, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise TypeError(f"label {i} is {type(label).__name__}, not str: {label!r}")
-        parts = tuple(p.strip() for p in label.strip().split("|"))
-        if any(not visible(p) for p in parts):
-            raise ValueError(f"label {i} ({label[:60]!r}) is empty or has an empty alternative")
-        key = parts[0].casefold()
-        if key in seen:
-            raise ValueError(f"duplicate label {parts[0]!r} (labels {seen[key]} and {i})")
-        seen[key] = i
-        names.append(parts[0])
-        alts.append(parts)
-    return tuple(names), tuple(alts)
-
 
 @dataclass(frozen=True, eq=False)
 class LabelSet:

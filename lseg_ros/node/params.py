@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..imaging import PALETTES
+from ..model.labels import label_problem
+from ..model.variants import NAMES as MODELS
 
-MODELS = ("vitl16", "rn101", "tiny_vit", "tiny_resnet")
 DEFAULT_LABELS = ["floor", "wall", "person", "other"]
 # More labels cost text-encoding time at every switch (about 60 ms per label on a 2-core CPU) and
 # memory per frame; 1024 keeps a switch under a minute there and the mask in mono16.
@@ -79,23 +80,7 @@ def _input_size(v: str) -> Optional[str]:
 
 
 def _labels(v: List[str]) -> Optional[str]:
-    """The structural rules of lseg_ros.model.text.parse_labels, checked without importing torch/open_clip
-    (fast rejection at start); the node applies parse_labels itself when it encodes (token length too)."""
-    labels = list(v)
-    if not labels:
-        return "the label set is empty: give at least one label"
-    if len(labels) > MAX_LABELS:
-        return f"{len(labels)} labels: at most {MAX_LABELS} are accepted"
-    seen: Dict[str, int] = {}
-    for i, label in enumerate(labels):
-        parts = [p.strip() for p in str(label).strip().split("|")]
-        if any(not p or not any(ch.isprintable() and not ch.isspace() for ch in p) for p in parts):
-            return f"label {i} ({str(label)[:60]!r}) is empty or has an empty alternative"
-        key = parts[0].casefold()
-        if key in seen:
-            return f"duplicate label {parts[0]!r} (labels {seen[key]} and {i})"
-        seen[key] = i
-    return None
+    return label_problem(v, MAX_LABELS)  # the model library's rules (torch-free), plus the node's count limit
 
 
 def _heatmap_labels(v: List[str]) -> Optional[str]:

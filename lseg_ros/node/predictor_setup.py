@@ -20,7 +20,8 @@ def build_predictor(cfg: Dict[str, Any], logger) -> Any:
         raise StartupError(f"weights file not found: {weights!r} (parameter 'weights')")
     import torch
 
-    from lseg_ros.model import LSegConfig, LSegNet, Predictor
+    from lseg_ros.model import LSegNet, Predictor
+    from lseg_ros.model.variants import named_config
 
     if cfg["num_threads"] > 0:
         torch.set_num_threads(cfg["num_threads"])
@@ -41,7 +42,7 @@ def build_predictor(cfg: Dict[str, Any], logger) -> Any:
                                           device=device)
             logger.info(f"loaded weights {weights} in {time.perf_counter() - t0:.1f} s")
         else:
-            net = LSegNet.from_config(getattr(LSegConfig, cfg["model"])(), device=device)
+            net = LSegNet.from_config(named_config(cfg["model"]), device=device)
             logger.warning(f"NO WEIGHTS (parameter 'weights' is empty): the {cfg['model']} network is UNTRAINED, "
                            "its masks are meaningless. Set weights: /path/to/demo_e200.ckpt (or the "
                            "project's .safetensors) for real segmentation.")

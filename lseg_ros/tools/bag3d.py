@@ -1,4 +1,4 @@
-"""3D outputs of ``lseg-segment`` for bags: semantic point clouds and dense features (issue 11).
+"""3D outputs of ``lseg-segment`` for bags: semantic point clouds and dense features (docs/3d.md).
 
 Per segmented image topic ``T``: ``T/lseg/points`` when the bag has that camera's depth (aligned
 to colour, 16UC1 mm or 32FC1 m) and camera_info, ``T/lseg/features`` with ``--features``; and,

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from lseg_ros.model.labels import parse_labels
+from lseg_ros.model.variants import NAMES, named_config as variant_config
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +48,23 @@ def add_common_args(p: argparse.ArgumentParser, model: bool = True) -> None:
         g.add_argument("-w", "--weights", type=Path,
                        help="released LSeg checkpoint (.ckpt) or the project's own file (.safetensors)")
         g.add_argument("--config", default=None,
-                       help="named config (vitl16, rn101, tiny_vit, tiny_resnet) to build with random "
+                       help=f"named config ({', '.join(NAMES)}) to build with random "
                             "weights when no --weights is given (tests, smoke runs)")
         g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
         g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                       help="inference precision; fp16/bf16 use autocast on CUDA only")
+                       help="inference precision (default fp32, exact). fp16 (CUDA only) and bf16 (CUDA and "
+                            "CPU) convert the image path's weights once and run in that precision: faster, masks "
+                            "agree with fp32 on about 99%% of pixels (docs/performance.md)")
         g.add_argument("--spatial-block", default=None, choices=("bottleneck", "depthwise"),
-                       help="spatial-regularisation head of a released checkpoint (reference §1.5)")
+                       help="spatial-regularisation head of a released checkpoint (docs/model.md §1.5)")
         g.add_argument("--block-depth", type=int, default=0, help="depth of that head (default 0)")
         g.add_argument("--activation", default="lrelu", choices=("relu", "lrelu", "tanh"))
 
 
 def parse_label_args(values: Sequence[str] | None, labels_file: Path | None) -> list[str]:
-    """Labels from ``--labels`` (comma-separated, repeatable; reference §4 strips spaces) and/or
-    a YAML/txt file. Duplicates are an error: they would make two ids for one name."""
+    """Labels from ``--labels`` (comma-separated, repeatable; stripped as the reference demo does,
+    docs/model.md §3.1) and/or a YAML/txt file, checked by the model library's rule
+    (lseg_ros.model.labels): duplicates (case-insensitive) would make two ids for one name."""
     from lseg_ros.tools.data import DataError, read_class_names
 
     labels: list[str] = []
@@ -72,10 +77,10 @@ def parse_label_args(values: Sequence[str] | None, labels_file: Path | None) -> 
             raise ToolError(str(e)) from None
     if not labels:
         raise ToolError("no labels: give --labels 'a, b, other' or --labels-file FILE")
-    seen = set()
-    dup = [x for x in labels if x in seen or seen.add(x)]
-    if dup:
-        raise ToolError(f"duplicate label(s): {', '.join(dup)}")
+    try:
+        parse_labels(labels)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
     return labels
 
 
@@ -99,13 +104,10 @@ def load_net(weights: Path | None = None, config: str | None = None, device: str
 
 
 def named_config(name: str):
-    from lseg_ros.model import LSegConfig
-
-    builders = {"vitl16": LSegConfig.vitl16, "rn101": LSegConfig.rn101,
-                "tiny_vit": LSegConfig.tiny_vit, "tiny_resnet": LSegConfig.tiny_resnet}
-    if name not in builders:
-        raise ToolError(f"unknown config {name!r}; choose from {', '.join(builders)}")
-    return builders[name]()
+    try:
+        return variant_config(name)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
 
 
 def progress(iterable=None, total=None, desc=None, unit="it"):

@@ -1,4 +1,4 @@
-"""``lseg-convert``: a released Lightning checkpoint -> the project's safetensors format (§3).
+"""``lseg-convert``: a released Lightning checkpoint -> the project's safetensors format (docs/model.md §2.3).
 
 The mapping (prefix renames, dropped CLIP visual tower, fp16 -> fp32, strict key check) is the
 model library's ``convert_checkpoint``; this tool adds the command line and a reload check.
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="released checkpoint (demo_e200.ckpt, fss_l16.ckpt, ...)")
     p.add_argument("dst", type=Path, help="output .safetensors file")
     p.add_argument("--spatial-block", choices=("bottleneck", "depthwise"), default=None,
-                   help="spatial-regularisation head the file was trained with (§1.5; demo: none)")
+                   help="spatial-regularisation head the file was trained with (docs/model.md §1.5; demo: none)")
     p.add_argument("--block-depth", type=int, default=0)
     p.add_argument("--activation", choices=("relu", "lrelu", "tanh"), default="lrelu")
     p.add_argument("--overwrite", action="store_true")

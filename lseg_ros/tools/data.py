@@ -1,4 +1,4 @@
-"""Datasets on disk and the training augmentation of reference §5.
+"""Datasets on disk and the training augmentation of docs/model.md §4.1.
 
 Folder dataset layout::
 
@@ -212,7 +212,7 @@ def _resize(image: np.ndarray, mask: np.ndarray, w: int, h: int):
 
 
 class TrainTransform:
-    """Reference §5 training augmentation; ``rng`` per sample comes from (seed, epoch, index)."""
+    """The reference training augmentation (docs/model.md §4.1); ``rng`` per sample comes from (seed, epoch, index)."""
 
     def __init__(self, crop_size: int = 480, ignore_index: int = 255, seed: int = 0) -> None:
         self.crop = int(crop_size)
@@ -243,7 +243,7 @@ class TrainTransform:
 
 
 class ValTransform:
-    """Resize the short side to ``crop_size`` and centre-crop (reference §5 validation)."""
+    """Resize the short side to ``crop_size`` and centre-crop (the reference validation, docs/model.md §4.1)."""
 
     def __init__(self, crop_size: int = 480) -> None:
         self.crop = int(crop_size)

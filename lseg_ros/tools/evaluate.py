@@ -1,15 +1,15 @@
-"""``lseg-evaluate``: mIoU, pixel accuracy and FB-IoU as in the paper (reference §4, §5).
+"""``lseg-evaluate``: mIoU, pixel accuracy and FB-IoU as in the paper (docs/model.md §3, §4.2).
 
 Two modes:
 
 * Folder dataset (``--data DIR``): every image segmented with the class names as labels
-  (single pass, or ``--protocol reference`` for the multi-scale + flip evaluation of §4);
+  (single pass, or ``--protocol reference`` for the multi-scale + flip evaluation of docs/model.md §3.2);
   a dataset-wide confusion matrix gives per-class IoU, mIoU and pixel accuracy (conventions in
   ``metrics``).
 * Zero-shot folds (``--benchmark pascal|coco --fold i``): HSNet's test split and 1000 episodes;
-  each query image is resized to 480×480 (aspect not kept, §4 zero-shot test), its mask
+  each query image is resized to 480×480 (aspect not kept, docs/model.md §3.3), its mask
   nearest-resized alike; the model is run with exactly the labels ['others', class]; argmax
-  of the 2 channels; HSNet's mIoU and FB-IoU (§5). PASCAL's boundary pixels (255) are
+  of the 2 channels; HSNet's mIoU and FB-IoU (docs/model.md §4.2). PASCAL's boundary pixels (255) are
   ignored; COCO has no ignored value (as in HSNet). ``--original-size`` scores at the mask's own size instead (logits resized).
 
 Results: a table on stdout, ``results.json`` and (folder mode) ``confusion.png`` in ``--output``.
@@ -72,7 +72,7 @@ def evaluate_fold(predictor, benchmark: str, fold: int, root: Path, splits: Path
     if stray:
         raise ToolError(f"{folds.split_path(benchmark, fold, 'val', splits)}: the {benchmark} fold {fold} test "
                         f"split names classes {stray} outside the fold {class_ids}")
-    # an episode's model input is exactly ['others', class] (§1.6), each pair encoded once
+    # an episode's model input is exactly ['others', class] (docs/model.md §1.8), each pair encoded once
     labels = {c: predictor.encode_labels(["others", names[c]]) for c in class_ids}
     boundary = folds.boundary_value(benchmark)
     meter_ignore = ignore_index if boundary is not None else None
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-texts", type=Path, help="texts given to the model, one per class (default: the names)")
     p.add_argument("--ignore-index", type=int, default=255)
     p.add_argument("--protocol", choices=("single", "reference"), default="single",
-                   help="single pass, or the reference multi-scale + flip sliding-window protocol (§4)")
+                   help="single pass, or the reference multi-scale + flip sliding-window protocol (docs/model.md §3.2)")
     p.add_argument("--max-side", type=int, help="single pass: shrink so the long side is at most this")
     p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable/mismatched samples")
     g = p.add_argument_group("zero-shot folds")

@@ -1,7 +1,7 @@
-"""``lseg-fetch``: download the released LSeg checkpoints and check what arrived (reference §3).
+"""``lseg-fetch``: download the released LSeg checkpoints and check what arrived (docs/model.md §2.1).
 
 Only files with a known public location are downloaded (Google Drive IDs from the official
-README, reference §3). What arrives is written to ``<name>.part`` and kept under its final name
+README, docs/model.md §2.1). What arrives is written to ``<name>.part`` and kept under its final name
 only when it is a whole PyTorch checkpoint that strict-loads into the expected LSeg layout
 through the model library's safe loader; an HTML page (Drive's quota, login or virus-scan page)
 or a truncated file is removed and the tool says what to do by hand. No checksums are known for
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from lseg_ros.model.variants import VARIANTS
 from lseg_ros.tools.common import ToolError, cli, progress
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,11 @@ class Release:
     size_note: str = ""
 
 
-RELEASES = {r.name: r for r in (
-    Release("demo_e200.ckpt", "ViT-L/16, trained on 7 datasets; the demo model",
-            ("1FTuHY1xPUkM-5gaDtMfgCl3D0gR89WV7", "1ayk6NXURI_vIPlym16f_RG3ffxBWHxvb"),
-            "about 1.7 GB (about 3 GB when it holds optimiser state)"),
-    Release("fss_l16.ckpt", "ViT-L/16 zero-shot (FSS-1000)"),
-    Release("fss_rn101.ckpt", "ResNet-101 zero-shot (FSS-1000)"),
-    *(Release(f"pascal_fold{i}.ckpt", f"ResNet-101 zero-shot, PASCAL-5i fold {i}") for i in range(4)),
-)}
+# Where a released file is known to be public; the others are listed without a source.
+_DRIVE_IDS = {"demo_e200.ckpt": ("1FTuHY1xPUkM-5gaDtMfgCl3D0gR89WV7", "1ayk6NXURI_vIPlym16f_RG3ffxBWHxvb")}
+_SIZES = {"demo_e200.ckpt": "about 1.7 GB (about 3 GB when it holds optimiser state)"}
+RELEASES = {name: Release(name, f"{v.title}, {what}", _DRIVE_IDS.get(name, ()), _SIZES.get(name, ""))
+            for v in VARIANTS.values() for name, what in v.released}
 
 
 class VerifyError(ToolError):

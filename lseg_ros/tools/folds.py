@@ -1,4 +1,4 @@
-"""The zero-shot fold protocol (reference §5): PASCAL-5i and COCO-20i as in HSNet.
+"""The zero-shot fold protocol (docs/model.md §4.2): PASCAL-5i and COCO-20i as in HSNet.
 
 Class ids here are 0-based indices into the class-name lists below; the masks on disk hold
 ``class_id + 1`` (0 is background). 255 is special for PASCAL only, as in HSNet: the SBD-aug

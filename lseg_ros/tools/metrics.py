@@ -1,4 +1,4 @@
-"""Segmentation metrics (reference §5): confusion matrix, mIoU, pixel accuracy, FB-IoU.
+"""Segmentation metrics (docs/model.md §4.2): confusion matrix, mIoU, pixel accuracy, FB-IoU.
 
 Two families:
 
@@ -139,7 +139,7 @@ def binary_area(pred: np.ndarray, target: np.ndarray, ignore_index: int | None =
 
 
 class FewShotMeter:
-    """HSNet ``AverageMeter``: per-class binary areas accumulated over episodes (reference §5).
+    """HSNet ``AverageMeter``: per-class binary areas accumulated over episodes (docs/model.md §4.2).
 
     Args:
         class_ids: the fold's class ids (the classes the mean is taken over).

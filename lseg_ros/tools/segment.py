@@ -1,6 +1,6 @@
 """``lseg-segment``: segment images, folders, videos and rosbag2 files with free-text labels.
 
-Inference follows the model library's ``Predictor`` (reference §4: argmax over the labels of
+Inference follows the model library's ``Predictor`` (docs/model.md §3.1: argmax over the labels of
 the logits; softmax only for the confidences). Outputs per image: ``<stem>_mask.png`` (class
 ids, uint8, or uint16 above 255 labels; ``unlabeled`` for pixels below --min-confidence),
 ``<stem>_overlay.png`` and ``<stem>_scores.json``; per video the overlay video and a JSON-lines
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-masks", action="store_true", help="videos: also write per-frame mask PNGs")
     p.add_argument("--max-frames", type=int, help="videos/bags: stop after this many segmented frames")
     p.add_argument("--multiscale", action="store_true",
-                   help="the reference multi-scale + flip protocol (reference §4; slow)")
+                   help="the reference multi-scale + flip protocol (docs/model.md §3.2; slow)")
     p.add_argument("--max-side", type=int, default=None,
                    help="single pass: shrink so the long side is at most this (default: full size)")
     bag3d.add_args(p)

@@ -1,4 +1,4 @@
-"""``lseg-train``: fine-tune LSeg's image encoder with the text encoder frozen (reference §5).
+"""``lseg-train``: fine-tune LSeg's image encoder with the text encoder frozen (docs/model.md §4.1).
 
 * Loss: pixel-wise ``CrossEntropyLoss(ignore_index)`` over the label-similarity logits
   (scaled cosine similarities, temperature fixed at 1/0.07).
@@ -11,7 +11,7 @@
 * Mixed precision (``--amp fp16|bf16``) only on CUDA, with a GradScaler for fp16. Off by
   default: the reference trained in fp32 (its comment: AMP gave NaNs).
 * Zero-shot mode (``--zero-shot``): every sample asks about one class c present in it; text
-  ['others', c], 2-way CE, foreground = 1 (reference §1.6, §5).
+  ['others', c], 2-way CE, foreground = 1 (docs/model.md §1.8, §4.1).
 
 Outputs in ``--output``: ``last.safetensors`` / ``best.safetensors`` (the project's own
 format), ``last.state.pt`` (optimiser, scheduler, epoch, iteration, history, RNG; for
@@ -34,6 +34,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from lseg_ros.model.variants import NAMES
 from lseg_ros.tools import folds
 from lseg_ros.tools.common import ToolError, cli, progress
 from lseg_ros.tools.data import FolderDataset, TrainTransform, ValTransform, read_class_names
@@ -160,7 +161,7 @@ class Trainer:
 
     def _logits(self, x, cls):
         if self.opts.zero_shot:
-            # per sample exactly the labels ['others', c] (§1.6): a (B, 2, D) text batch, so a
+            # per sample exactly the labels ['others', c] (docs/model.md §1.8): a (B, 2, D) text batch, so a
             # spatial block (which mixes labels) sees what the reference's forward would.
             idx = torch.stack([torch.zeros_like(cls), cls + 1], 1).to(self.text.device)
             return self.net(x, self.text[idx])
@@ -255,7 +256,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lseg-train",
-        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), reference §5.",
+        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), as the reference "
+                    "trains (docs/model.md §4.1).",
         epilog="examples:\n"
                "  lseg-train --data mydata/ --weights demo_e200.ckpt --epochs 20 -o runs/a\n"
                "  lseg-train --data mydata/ --config rn101 --backbone-weights resnet101.pth \\\n"
@@ -272,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, help="run folder or last.state.pt to continue")
     g = p.add_argument_group("initialisation")
     g.add_argument("-w", "--weights", type=Path, help="released .ckpt or own .safetensors to start from")
-    g.add_argument("--config", help="named architecture with random init (vitl16, rn101, tiny_vit, tiny_resnet)")
+    g.add_argument("--config", help=f"named architecture with random init ({', '.join(NAMES)})")
     g.add_argument("--backbone-weights", type=Path, help="ImageNet backbone weights (timm ViT / torchvision ResNet)")
     g.add_argument("--text-weights", type=Path,
                    help="CLIP ViT-B/32 weights for the (frozen) text tower: a state dict (open_clip "

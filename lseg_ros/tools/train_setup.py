@@ -64,7 +64,7 @@ def _binary(mask: np.ndarray, cls: int, ignore: int) -> np.ndarray:
 
 def zero_shot_items_fold(benchmark: str, fold: int, root: Path, splits: Path, ignore_index: int = 255):
     """HSNet training split of a fold: its 15 (PASCAL) / 60 (COCO) seen classes. Targets are
-    foreground 1 / background 0, PASCAL's boundary pixels set to ``ignore_index`` (§5)."""
+    foreground 1 / background 0, PASCAL's boundary pixels set to ``ignore_index`` (docs/model.md §4.2)."""
     items = folds.read_split(benchmark, fold, "trn", splits)
     allowed = set(folds.fold_classes(benchmark, fold, "trn"))
     bad = [e for e in items if e.class_id not in allowed]
@@ -104,7 +104,7 @@ def _load_into(module: torch.nn.Module, sd: dict, what: str, path: Path) -> None
 
 def load_backbone_weights(net, path: Path) -> None:
     """ImageNet weights for a config-built network: a timm ViT state dict (for ``pretrained.model``)
-    or a torchvision ResNet one (repackaged as in reference §2). The classifier head is dropped."""
+    or a torchvision ResNet one (repackaged as in docs/model.md §1.7). The classifier head is dropped."""
     sd = _read_state_dict(path)
     if net.config.backbone == "vit":
         target = net.pretrained.model
