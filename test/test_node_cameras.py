@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from ros_harness import TINY, NodeProcess, TestNode, diagnostics_value, image_msg, photo, stamp_key, wait_for
 
@@ -121,6 +122,64 @@ def test_a_flooding_camera_does_not_starve_the_others(rig):
         wait_for(lambda: set(keys) <= {stamp_key(m) for m in t.messages(topic)}, 30,
                  f"every frame of {c} processed while front floods")
     assert len([m for m in t.messages("/front/lseg/mask")]) > 0
+
+
+def test_pipelined_worker_keeps_order_and_label_versions_under_label_changes(rig):
+    """Two cameras at 30 Hz while the labels change every 0.3 s: per camera, outputs come in the order of
+    their frames and no frame is published twice; every frame's class_confidences names are its label
+    map's, and its mask was made with that label set (its id histogram is the published pixel_fraction)."""
+    import numpy as np
+    from lseg_ros.msg import LabelMap
+    from lseg_ros.srv import SetLabels
+
+    node, t = rig
+    cams = list(CAMS)[:2]
+    t.subscribe("lseg/labels", LabelMap, QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                                       reliability=ReliabilityPolicy.RELIABLE))
+    t.clear()
+    stop = threading.Event()
+    frames = {c: image_msg(photo(*CAMS[c]), "rgb8", t.node.get_clock().now().to_msg()) for c in cams}
+
+    def stream():
+        while not stop.is_set():
+            stamp = t.node.get_clock().now().to_msg()
+            for c in cams:
+                frames[c].header.stamp = stamp
+                t.pubs[c].publish(frames[c])
+            time.sleep(1 / 30)
+    th = threading.Thread(target=stream, daemon=True)
+    th.start()
+    sets = [["sky", "grass|lawn", "road"], ["person", "chair", "table", "floor", "wall", "other"], ["cat", "dog"]]
+    try:
+        for k in range(12):
+            ans = t.call(SetLabels, "/set_labels", SetLabels.Request(labels=sets[k % 3]))
+            assert ans.success, ans.message
+            time.sleep(0.3)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        th.join()
+    time.sleep(1.0)  # the batches in flight
+    maps = {m.version: [e.name for e in m.entries] for m in t.messages("lseg/labels")}
+    versions = set()
+    for c in cams:
+        ns = c.rsplit("/", 1)[0]
+        scores, masks = t.messages(f"{ns}/lseg/class_confidences"), t.messages(f"{ns}/lseg/mask")
+        assert len(scores) > 10, f"{c}: only {len(scores)} frames out"
+        for topic, msgs in (("class_confidences", scores), ("mask", masks)):
+            keys = [stamp_key(m) for m in msgs]
+            assert len(set(keys)) == len(keys), f"{c} {topic}: a frame published twice"
+            assert keys == sorted(keys), f"{c} {topic}: outputs out of frame order"
+        by_stamp = {stamp_key(m): m for m in masks}
+        for s in scores:
+            versions.add(s.label_set_version)
+            assert maps[s.label_set_version] == list(s.labels), f"{c}: names differ from the label map"
+            m = by_stamp.get(stamp_key(s))
+            if m is not None:
+                ids = np.frombuffer(bytes(m.data), np.uint8)
+                np.testing.assert_allclose(np.bincount(ids, minlength=len(s.labels)) / ids.size, s.pixel_fraction,
+                                           atol=1e-6, err_msg=f"{c}: mask and class_confidences of different sets")
+    assert len(versions) >= 4, f"frames saw only label versions {sorted(versions)}"
 
 
 def test_two_cameras_in_one_namespace_are_refused(ros_env):

@@ -11,9 +11,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _cfg(**kw):
-    cfg = {"fast_path": "auto", "input_size": "", "image_topics": ["image"]}
-    cfg.update(kw)
-    return cfg
+    from lseg_ros.node.config import NodeConfig
+    return NodeConfig.from_values(kw)
 
 
 @pytest.mark.parametrize("kw, device, expect", [
@@ -29,14 +28,30 @@ def _cfg(**kw):
                                                                  input_size=(480, 640), warmup=())),
 ])
 def test_fast_path_options(kw, device, expect):
-    from lseg_ros.node.predictor_setup import fast_path_options
-    assert fast_path_options(_cfg(**kw), device) == expect
+    from dataclasses import asdict
+    from lseg_ros.node.predictor_setup import fast_path
+    assert asdict(fast_path(_cfg(**kw), device)) == expect
 
 
 def test_fast_path_on_cpu_needs_an_input_size():
-    from lseg_ros.node.predictor_setup import StartupError, fast_path_options
+    from lseg_ros.node.predictor_setup import StartupError, fast_path
     with pytest.raises(StartupError, match="needs input_size"):
-        fast_path_options(_cfg(fast_path="always"), "cpu")
+        fast_path(_cfg(fast_path="always"), "cpu")
+
+
+def test_node_config_is_typed_frozen_and_lists_every_parameter():
+    import dataclasses
+    from lseg_ros.node import params as P
+    from lseg_ros.node.config import NodeConfig
+    assert {f.name for f in dataclasses.fields(NodeConfig)} == set(P.BY_NAME)
+    cfg = NodeConfig.from_values({"max_frame_age": 0, "labels": ["a", "b|c"]})
+    assert cfg.max_frame_age == 0.0 and isinstance(cfg.max_frame_age, float) and cfg.labels == ("a", "b|c")
+    assert cfg.model == P.BY_NAME["model"].default and cfg.input_hw is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model = "rn101"
+    assert cfg.changed(min_confidence=1).min_confidence == 1.0 and cfg.min_confidence == 0.0
+    with pytest.raises(ValueError, match="input_size: height and width must be multiples.*palette: must be one of"):
+        NodeConfig.from_values({"palette": "rainbow", "input_size": "480x600"})
 
 
 @pytest.mark.parametrize("text, ok", [("", True), ("480x640", True), (" 96 x 128 ", True), ("480x600", False),

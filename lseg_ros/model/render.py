@@ -11,12 +11,14 @@ images: class ids equal, overlays within one level (rounding), tested in test/te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import numpy as np
-import torch
 
 from .. import imaging
+
+if TYPE_CHECKING:  # torch is imported where the GPU path runs: the node imports this module before torch
+    import torch
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,22 +44,19 @@ class RenderRequest:
         return not self.class_ids and self.overlay is None
 
 
-def _unlabeled_dtype(n: int) -> torch.dtype:
-    # mono16 ids are published as uint16; int16 has the same bytes (65535 == -1) and is a native dtype
-    return torch.uint8 if imaging.unlabeled_id(n) == 255 else torch.int16
-
-
-def render_device(mask: torch.Tensor, confidence: torch.Tensor, frame: torch.Tensor, order: str, n: int,
-                  request: RenderRequest) -> Dict[str, torch.Tensor]:
+def render_device(mask: "torch.Tensor", confidence: "torch.Tensor", frame: "torch.Tensor", order: str, n: int,
+                  request: RenderRequest) -> Dict[str, "torch.Tensor"]:
     """Tensor version (any device; the GPU path). mask (H, W) label index, confidence (H, W) float32,
-    frame (H, W, 3) uint8 in `order`. Returns {"class_ids": (H, W) uint8/int16, "overlay": (H, W, 3) uint8}."""
+    frame (H, W, 3) uint8 in `order`. Returns {"class_ids": (H, W) uint8 or int16 (mono16 ids: uint16 has
+    no native dtype, int16 has the same bytes, 65535 == -1), "overlay": (H, W, 3) uint8}."""
+    import torch
     out: Dict[str, torch.Tensor] = {}
     ids = mask.long()
     unlabeled = imaging.unlabeled_id(n)
     if request.min_confidence > 0:
         ids = torch.where(confidence < request.min_confidence, torch.full_like(ids, unlabeled), ids)
     if request.class_ids:
-        out["class_ids"] = ids.to(_unlabeled_dtype(n)) if unlabeled == 255 else \
+        out["class_ids"] = ids.to(torch.uint8) if unlabeled == 255 else \
             torch.where(ids == unlabeled, -1, ids).to(torch.int16)
     if request.overlay is not None:
         style = request.overlay

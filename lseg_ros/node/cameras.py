@@ -23,6 +23,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from .qos import choose_reliability, input_profile
+from .config import NodeConfig
 
 
 @dataclass(frozen=True)
@@ -212,15 +213,15 @@ class CameraInput:
     def reliability(self) -> Optional[str]:
         return self.input.reliability if self.input is not None else None
 
-    def refresh(self, cfg: Dict[str, Any]) -> None:
-        transport = cfg["input_transport"]
+    def refresh(self, cfg: NodeConfig) -> None:
+        transport = cfg.input_transport
         topic = self.spec.image_topic + ("/compressed" if transport == "compressed" else "")
         if self.input is None or self.input.topic != topic:
             self.close()
             self.input = AdaptiveSubscription(
                 self.node, CompressedImage if transport == "compressed" else Image, topic,
                 lambda m: None, self.group, self._warn)
-        self.input.refresh(cfg["input_reliability"], max(2, cfg["input_depth"]))
+        self.input.refresh(cfg.input_reliability, max(2, cfg.input_depth))
 
     def close(self) -> None:
         if self.input is not None:

@@ -8,7 +8,7 @@ No rclpy here.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Tuple
 
 from . import params as P
@@ -95,5 +95,3 @@ class NodeConfig:
     def untrained(self) -> bool:
         return not self.weights
 
-
-assert {f.name for f in fields(NodeConfig)} == set(P.BY_NAME), "NodeConfig and params.PARAMS must list the same names"

@@ -20,6 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from .. import geometry as g
 from .cameras import AdaptiveSubscription
+from .config import NodeConfig
 
 
 def default_info_topic(image_topic: str) -> str:
@@ -44,9 +45,9 @@ class DepthInput:
         self.counts = {"points_published": 0, "no_camera_info": 0, "refused": 0}
         self.problem = ""  # why the last colour frame got no cloud ("" when it got one)
 
-    def refresh(self, cfg: Dict[str, Any]) -> None:
-        self.pairer.tolerance_ns = int(cfg["depth_tolerance"] * 1e9)
-        self.depth.refresh(cfg["input_reliability"], cfg["input_depth"] + 4)  # depth may arrive after colour
+    def refresh(self, cfg: NodeConfig) -> None:
+        self.pairer.tolerance_ns = int(cfg.depth_tolerance * 1e9)
+        self.depth.refresh(cfg.input_reliability, cfg.input_depth + 4)  # depth may arrive after colour
         if self.info_sub is None:
             # best effort matches reliable and best-effort drivers; camera_info is small, nothing is lost
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -65,12 +66,12 @@ class DepthInput:
                 self.counts[what] += 1
             self.problem = problem
 
-    def cloud(self, header, rgb: np.ndarray, pred, active, cfg: Dict[str, Any],
+    def cloud(self, header, rgb: np.ndarray, pred, active, cfg: NodeConfig,
               log_error: Callable[[str], None]) -> Optional[PointCloud2]:
         """The PointCloud2 for a segmented colour frame, or None (counted, reason kept)."""
         depth = self.pairer.lookup(g.stamp_ns(header.stamp))
         if depth is None:
-            self._fail(None, f"no depth frame on {self.depth.topic} within {cfg['depth_tolerance']} s "
+            self._fail(None, f"no depth frame on {self.depth.topic} within {cfg.depth_tolerance} s "
                                    f"of the colour stamp {header.stamp.sec}.{header.stamp.nanosec:09d}")
             return None
         info = self.info
@@ -82,9 +83,9 @@ class DepthInput:
             z = g.decode_depth(depth.encoding, depth.height, depth.width, depth.step, bool(depth.is_bigendian),
                                depth.data)
             intr = g.Intrinsics.from_k(info.k, info.width, info.height).for_image(w, h)
-            pc = g.semantic_cloud(z, intr, rgb, pred.mask, pred.confidence, decimation=cfg["points_decimation"],
-                                  max_range=cfg["points_max_range"], min_confidence=cfg["min_confidence"],
-                                  unlabeled_id=active.unlabeled_id, drop_unlabeled=cfg["points_drop_unlabeled"])
+            pc = g.semantic_cloud(z, intr, rgb, pred.mask, pred.confidence, decimation=cfg.points_decimation,
+                                  max_range=cfg.points_max_range, min_confidence=cfg.min_confidence,
+                                  unlabeled_id=active.unlabeled_id, drop_unlabeled=cfg.points_drop_unlabeled)
         except g.GeometryError as e:
             self._fail("refused", f"no point cloud: {e}")
             log_error(f"no point cloud for {self.depth.topic}: {e}")

@@ -28,23 +28,26 @@ from ..geometry.features import pack_embeddings
 from . import diagnostics
 from . import params as P
 from .cameras import CameraInput, FrameSource, PulledGroup, camera_layout
+from .config import NodeConfig
 from .depth_input import DepthInput, default_info_topic
 from .labels import ActiveLabels, LabelState
 from .outputs import CameraOutputs
 from .predictor_setup import StartupError, build_predictor, free_device_memory
 from .qos import latched_profile
-from .worker import InferenceWorker, make_predictor_cancellable
+from .worker import BatchContext, InferenceWorker, WorkerHooks, make_predictor_cancellable
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Parameter value as the table's type: arrays as lists, integers as floats for float parameters."""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
-        return list(value)
-    if isinstance(P.BY_NAME[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+def _fast_path_text(predictor) -> str:
+    """What runs, for /diagnostics: e.g. 'compile + cuda_graphs at 480x640', 'eager (prepack, channels_last)'."""
+    if predictor is None:
+        return ""
+    o = predictor.options
+    on = [k for k in ("compile", "cuda_graphs") if getattr(o, k)]
+    cpu = [k for k in ("prepack", "channels_last") if getattr(o, k)] + (["cpu_attention"] if predictor.cpu_attention else [])
+    text = " + ".join(on) if on else "eager" + (f" ({', '.join(cpu)})" if cpu else "")
+    return text + (f" at {o.input_size[0]}x{o.input_size[1]}" if o.input_size else "")
 
 
 class LSegNode(LifecycleNode):
@@ -52,9 +55,9 @@ class LSegNode(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("lseg_node", **kwargs)
-        cfg: Dict[str, Any] = {}
+        values: Dict[str, Any] = {}
         for p in P.PARAMS:
-            # float parameters also take integers (`max_frame_age: 0`); _coerce makes them floats
+            # float parameters also take integers (`max_frame_age: 0`); NodeConfig makes them floats
             desc = ParameterDescriptor(description=p.description, additional_constraints=p.constraints,
                                        dynamic_typing=isinstance(p.default, float))
             if isinstance(p.default, list) and not p.default:
@@ -62,12 +65,13 @@ class LSegNode(LifecycleNode):
             else:
                 self.declare_parameter(p.name, p.default, desc)
             try:
-                cfg[p.name] = _coerce(p.name, self.get_parameter(p.name).value)
+                values[p.name] = self.get_parameter(p.name).value
             except ParameterUninitializedException:
-                cfg[p.name] = []
-        problems = [f"{n}: {r}" for n, v in cfg.items() if (r := P.validate(n, v))]
-        if problems:
-            raise StartupError("invalid parameters: " + "; ".join(problems))
+                values[p.name] = []
+        try:
+            cfg = NodeConfig.from_values(values)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         # rclpy keeps the command line's and params files' values in _parameter_overrides (no public
         # accessor); ones this node does not declare would be ignored silently: say so (a typo, mostly).
         unknown = sorted(n for n in getattr(self, "_parameter_overrides", {})
@@ -76,7 +80,7 @@ class LSegNode(LifecycleNode):
         if unknown:
             self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(unknown)} (from the command line "
                                       f"or a params file); lseg_node's parameters: docs/node.md")
-        self.cfg = cfg  # replaced, never mutated: a batch reads one snapshot
+        self.cfg = cfg  # replaced, never mutated: a batch takes one (batch_context)
         self.predictor = None
         self.device = "-"
         self.cameras: List[CameraInput] = []
@@ -89,7 +93,7 @@ class LSegNode(LifecycleNode):
         self._load_error = ""
         self._cancel_hooks = None
         self._pub_labels = None
-        self.labels = LabelState(cfg["labels"], cfg["palette"], self._publish_label_map)
+        self.labels = LabelState(list(cfg.labels), cfg.palette, self._publish_label_map)
 
         # Callback groups: input (depth, camera_info, QoS re-check), labels, diagnostics; the image
         # subscriptions are in a group the executor never serves (the worker pulls their frames, in its
@@ -102,10 +106,12 @@ class LSegNode(LifecycleNode):
         self.create_service(EncodeTexts, "encode_texts", self._on_encode_texts, callback_group=self._label_group)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_t = time.monotonic()
-        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, callback_group=self._diag_group)
+        self.create_timer(cfg.diagnostics_period, self._publish_diagnostics, callback_group=self._diag_group)
         self.create_timer(0.5, self._refresh_inputs, callback_group=self._input_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.worker = InferenceWorker(self)
+        self.worker = InferenceWorker(self.batch_context, self.get_clock(), WorkerHooks(
+            frame_error=self.frame_error, warn_once=self.warn_once, report_error=self.report_error,
+            timings=self.timings, ok=self.context.ok))
 
     # ---- state ------------------------------------------------------------------------------
     @property
@@ -119,10 +125,11 @@ class LSegNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         cfg = self.cfg
         try:
-            specs = camera_layout(cfg["image_topics"])
+            specs = camera_layout(cfg.image_topics)
             for name in ("depth_topics", "camera_info_topics"):
-                if cfg[name] and len(cfg[name]) != len(specs):
-                    raise ValueError(f"{name} has {len(cfg[name])} topics for {len(specs)} image_topics: give one "
+                topics = getattr(cfg, name)
+                if topics and len(topics) != len(specs):
+                    raise ValueError(f"{name} has {len(topics)} topics for {len(specs)} image_topics: give one "
                                      "per camera, in the same order (or none)")
             predictor = build_predictor(cfg, self.get_logger())
             try:
@@ -137,14 +144,14 @@ class LSegNode(LifecycleNode):
         self.predictor, self.device = predictor, str(predictor.device)
         self._cancel_hooks = make_predictor_cancellable(predictor, self.worker)
         self._pub_labels = self.create_publisher(LabelMap, "lseg/labels", latched_profile())
-        self.outputs = [CameraOutputs(self, s.output_prefix, cfg["output_depth"], cfg["heatmap_labels"])
+        self.outputs = [CameraOutputs(self, s.output_prefix, cfg.output_depth, list(cfg.heatmap_labels))
                         for s in specs]
         self.frames = FrameSource(len(specs), self.context)
         warn = lambda text: self.warn_once(("reliable", text), text)  # noqa: E731
         self.cameras = [CameraInput(self, s, self._image_group, warn) for s in specs]
-        infos = cfg["camera_info_topics"] or [default_info_topic(s.image_topic) for s in specs]
-        self.depths = [DepthInput(self, d, i, self._input_group, warn) for d, i in zip(cfg["depth_topics"], infos)]
-        self.labels.swap(label_set, cfg["palette"])
+        infos = cfg.camera_info_topics or [default_info_topic(s.image_topic) for s in specs]
+        self.depths = [DepthInput(self, d, i, self._input_group, warn) for d, i in zip(cfg.depth_topics, infos)]
+        self.labels.swap(label_set, cfg.palette)
         self.get_logger().info(f"configured: {predictor.net.config.backbone} on {self.device} "
                                f"({predictor.precision}), labels {list(self.labels.active.names)}")
         return SUCCESS
@@ -180,7 +187,7 @@ class LSegNode(LifecycleNode):
             cam.close()
         self.worker.cancel.set()
         deadline = time.monotonic() + 5.0
-        while self.worker.busy.is_set() and time.monotonic() < deadline:
+        while self.worker.busy and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _release(self) -> None:
@@ -207,28 +214,28 @@ class LSegNode(LifecycleNode):
         for prm in parameters:
             if prm.name not in P.BY_NAME:
                 continue  # use_sim_time, qos_overrides...: not ours
-            value = _coerce(prm.name, prm.value)
-            reason = P.validate(prm.name, value)
+            value = NodeConfig.coerce(prm.name, prm.value)
+            reason = P.validate(prm.name, list(value) if isinstance(value, tuple) else value)
             if reason:
                 return SetParametersResult(successful=False, reason=f"{prm.name}: {reason}")
-            if P.BY_NAME[prm.name].at_configure and value != self.cfg[prm.name] and self._configured():
+            if P.BY_NAME[prm.name].at_configure and value != getattr(self.cfg, prm.name) and self._configured():
                 return SetParametersResult(successful=False, reason=(
                     f"{prm.name} is read at configure: deactivate and clean up the node first "
                     "(ros2 lifecycle set <node> deactivate, then cleanup), set it, then configure"))
             changes[prm.name] = value
         with self.labels.lock:
-            if "labels" in changes and changes["labels"] != self.labels.texts:
-                ok, why = self.labels.set(changes["labels"], self.predictor)
+            if "labels" in changes and list(changes["labels"]) != self.labels.texts:
+                ok, why = self.labels.set(list(changes["labels"]), self.predictor)
                 if not ok:
                     return SetParametersResult(successful=False, reason=f"labels: {why}")
-            self.cfg = {**self.cfg, **changes}
+            self.cfg = self.cfg.changed(**changes)
             if "palette" in changes and self.labels.active is not None:
                 self.labels.swap(self.labels.active.label_set, changes["palette"])
             elif "palette" in changes:
                 self.labels.palette = changes["palette"]
         if "heatmap_labels" in changes:
             for out in self.outputs:
-                out.set_heatmaps(changes["heatmap_labels"])
+                out.set_heatmaps(list(changes["heatmap_labels"]))
         return SetParametersResult(successful=True)
 
     # ---- labels -------------------------------------------------------------------------------
@@ -316,11 +323,20 @@ class LSegNode(LifecycleNode):
         self.timings.error(text)
         self.frame_error(text)
 
+    def batch_context(self) -> Optional[BatchContext]:
+        """What the worker needs for one batch, taken together; None while the node cannot process."""
+        predictor, active, outputs, frames = self.predictor, self.labels.active, self.outputs, self.frames
+        if predictor is None or active is None or not outputs or frames is None:
+            return None
+        return BatchContext(predictor, active, self.cfg, tuple(self.cameras), tuple(outputs), tuple(self.depths),
+                            frames)
+
     def _publish_diagnostics(self) -> None:
         cfg, active = self.cfg, self.labels.active
         info = {
-            "precision": getattr(self.predictor, "precision", cfg["precision"]),
-            "model": cfg["weights"] or f"{cfg['model']} (untrained)",
+            "precision": getattr(self.predictor, "precision", cfg.precision),
+            "fast_path": _fast_path_text(self.predictor),
+            "model": cfg.weights or f"{cfg.model} (untrained)",
             "cameras": str(len(self.cameras)),
             "input_topic": ", ".join(c.sub.topic_name for c in self.cameras if c.sub is not None),
             "input_reliability": ", ".join(c.reliability or "" for c in self.cameras),
@@ -328,7 +344,7 @@ class LSegNode(LifecycleNode):
             "label_map_version": str(active.version if active else 0),
         }
         arr = diagnostics.build(self.get_name(), self.state, self.device, info, self.timings, self._diag_t,
-                                list(self.cameras), list(self.depths), self.frames, not cfg["weights"],
+                                list(self.cameras), list(self.depths), self.frames, cfg.untrained,
                                 self._load_error)
         self._diag_t = time.monotonic()
         arr.header.stamp = self.get_clock().now().to_msg()

@@ -86,7 +86,7 @@ def main(args: Optional[List[str]] = None) -> None:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     starter = None
-    if node.cfg["autostart"]:
+    if node.cfg.autostart:
         starter = threading.Thread(target=_autostart, args=(node, stop), name="lseg_autostart", daemon=True)
         starter.start()
     code = 0
@@ -97,7 +97,7 @@ def main(args: Optional[List[str]] = None) -> None:
             except Exception as e:  # a failing callback must not take the node down
                 node.get_logger().error(f"callback failed: {type(e).__name__}: {e}")
             if starter is not None and not starter.is_alive():
-                if node.cfg["autostart"] and node.state == "unconfigured":
+                if node.cfg.autostart and node.state == "unconfigured":
                     code = 1  # autostart configure failed (logged): a launch file sees the failure
                     break
                 starter = None

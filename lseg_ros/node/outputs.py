@@ -16,7 +16,9 @@ from lseg_ros.msg import ClassConfidences, DenseFeatures
 
 from .. import imaging
 from ..geometry.features import pack_features
+from ..model.render import OverlayStyle, RenderRequest, render_host
 from . import params as P
+from .config import NodeConfig
 from .diagnostics import Lap
 from .labels import ActiveLabels
 from .qos import output_profile
@@ -62,34 +64,41 @@ class CameraOutputs:
         return heat, missing
 
     def publish(self, header, image: np.ndarray, order: str, pred, active: ActiveLabels,
-                heat: Dict[str, Tuple[Any, int]], cfg: Dict[str, Any], stages: Dict[str, float]) -> None:
-        """Builds and publishes what is subscribed; adds each output's time to `stages` (seconds)."""
+                heat: Dict[str, Tuple[Any, int]], cfg: NodeConfig, stages: Dict[str, float]) -> None:
+        """Publishes what is subscribed, from the images the Predictor built with the results
+        (`pred.class_ids`, `pred.overlay`; built here when they were not asked for, e.g. a subscriber
+        that joined after the batch was submitted); adds each output's time to `stages` (seconds)."""
         n = len(active.names)
         lap = Lap(stages)
-        if self.mask.get_subscription_count() > 0 or self.overlay.get_subscription_count() > 0:
-            mask, mono = imaging.class_mask(pred.mask, pred.confidence, n, cfg["min_confidence"])
-            if self.mask.get_subscription_count() > 0:
-                self.mask.publish(image_msg(header, mask, mono))
+        if self.mask.get_subscription_count() > 0:
+            ids = pred.class_ids
+            if ids is None:
+                ids, _ = imaging.class_mask(pred.mask, pred.confidence, n, cfg.min_confidence)
+            self.mask.publish(image_msg(header, ids, "mono8" if ids.dtype == np.uint8 else "mono16"))
             lap("mask")
-            if self.overlay.get_subscription_count() > 0:
-                rgb = image if order == "rgb" else image[:, :, ::-1]
-                vis = imaging.overlay(rgb, mask, active.colors, active.names if cfg["overlay_legend"] else None,
-                                      alpha=cfg["overlay_alpha"],
-                                      banner=None if cfg["weights"] else imaging.UNTRAINED_BANNER)
-                self.overlay.publish(image_msg(header, vis, "rgb8"))
-                lap("overlay")
+        if self.overlay.get_subscription_count() > 0:
+            vis = pred.overlay
+            if vis is None:
+                style = OverlayStyle(active.colors, cfg.overlay_alpha)
+                vis = render_host(pred.mask, pred.confidence, image, order, n,
+                                  RenderRequest(min_confidence=cfg.min_confidence, overlay=style))["overlay"]
+            counts = np.asarray(pred.pixel_fraction) if n > 12 else None  # present-only legend
+            imaging.decorate(vis, active.names if cfg.overlay_legend else None, active.colors, counts,
+                             banner=imaging.UNTRAINED_BANNER if cfg.untrained else None)
+            self.overlay.publish(image_msg(header, vis, "rgb8"))
+            lap("overlay")
         if self.confidence.get_subscription_count() > 0:
-            self.confidence.publish(image_msg(header, np.asarray(pred.confidence, np.float32), "32FC1"))
+            self.confidence.publish(image_msg(header, pred.confidence, "32FC1"))
             lap("confidence")
         for pub, idx in heat.values():
             try:
-                pub.publish(image_msg(header, np.asarray(pred.probs[idx], np.float32), "32FC1"))
+                pub.publish(image_msg(header, pred.probs[idx], "32FC1"))
             except Exception as e:  # a publisher destroyed by a concurrent heatmap_labels change
                 self.node.get_logger().debug(f"heatmap publish skipped: {e}")
         if heat:
             lap("heatmaps")
         if pred.features is not None and self.features.get_subscription_count() > 0:
-            packed = pack_features(pred.features, cfg["features_stride"], image.shape[:2])
+            packed = pack_features(pred.features, cfg.features_stride, image.shape[:2])
             msg = DenseFeatures(header=header, label_set_version=active.version, **{
                 k: getattr(packed, k) for k in ("height", "width", "channels", "stride", "image_height",
                                                 "image_width", "encoding")})
@@ -104,7 +113,7 @@ class CameraOutputs:
         scores.mean_confidence = np.asarray(pred.mean_confidence, np.float32).tolist()
         scores.max_confidence = np.asarray(pred.max_confidence, np.float32).tolist()
         scores.unlabeled_id = active.unlabeled_id
-        scores.min_confidence = float(cfg["min_confidence"])
+        scores.min_confidence = float(cfg.min_confidence)
         self.scores.publish(scores)
         lap("class_confidences")
 

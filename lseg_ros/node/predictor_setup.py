@@ -1,89 +1,72 @@
-"""Node parameters -> a Predictor (weights, device, precision, threads, fast path), with errors that
-name the file or the setting at fault. No rclpy here: the node passes its logger."""
+"""The node's configuration -> a Predictor, through the model library's builder (model/build.py), with
+the node's fast-path rule; errors name the file or the setting at fault. No rclpy here: the node
+passes its logger."""
 from __future__ import annotations
 
 import os
-import time
-from typing import Any, Dict
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from .params import parse_input_size
+from .config import NodeConfig
 
 
 class StartupError(RuntimeError):
     """The node cannot serve (weights, device, labels, parameters): the message names the cause."""
 
 
-def build_predictor(cfg: Dict[str, Any], logger) -> Any:
-    """Parameters -> Predictor. Raises StartupError naming the file / device / setting at fault."""
-    weights = os.path.expanduser(cfg["weights"])
-    if weights and not os.path.isfile(weights):  # before importing torch: fail in a second
-        raise StartupError(f"weights file not found: {weights!r} (parameter 'weights')")
-    import torch
+@dataclass(frozen=True)
+class FastPath:
+    """What the `fast_path` and `input_size` parameters give on a device."""
 
-    from lseg_ros.model import LSegNet, Predictor
-    from lseg_ros.model.variants import named_config
-
-    if cfg["num_threads"] > 0:
-        torch.set_num_threads(cfg["num_threads"])
-    device = cfg["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            logger.warning("device auto: no CUDA device found, running on the CPU: expect seconds per frame "
-                           "with the full ViT-L/16 model (set device: cpu to silence this warning)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StartupError(f"device {device!r} requested but CUDA is not available on this machine "
-                           "(use device: cpu or auto)")
-    try:
-        if weights:
-            t0 = time.perf_counter()
-            net = LSegNet.from_checkpoint(weights, spatial_block=cfg["spatial_block"] or None,
-                                          block_depth=cfg["block_depth"], activation=cfg["activation"],
-                                          device=device)
-            logger.info(f"loaded weights {weights} in {time.perf_counter() - t0:.1f} s")
-        else:
-            net = LSegNet.from_config(named_config(cfg["model"]), device=device)
-            logger.warning(f"NO WEIGHTS (parameter 'weights' is empty): the {cfg['model']} network is UNTRAINED, "
-                           "its masks are meaningless. Set weights: /path/to/demo_e200.ckpt (or the "
-                           "project's .safetensors) for real segmentation.")
-        opts = fast_path_options(cfg, device)
-        predictor = Predictor(net, device=device, precision=cfg["precision"], max_side=cfg["max_side"] or None,
-                              input_size=opts["input_size"], compile=opts["compile"],
-                              cuda_graphs=opts["cuda_graphs"])
-        if opts["warmup"]:
-            t0 = time.perf_counter()
-            predictor.warmup(batch_sizes=opts["warmup"])
-            logger.info(f"fast path ({', '.join(k for k in ('compile', 'cuda_graphs') if opts[k])}) warmed up at "
-                        f"{opts['input_size'][0]}x{opts['input_size'][1]} for batch sizes {list(opts['warmup'])} "
-                        f"in {time.perf_counter() - t0:.1f} s")
-        return predictor
-    except StartupError:
-        raise
-    except Exception as e:  # CheckpointError, ValueError (precision/device), OSError, torch errors
-        what = f"cannot load weights {weights!r}" if weights else f"cannot build model {cfg['model']!r}"
-        raise StartupError(f"{what}: {type(e).__name__}: {e}") from e
+    compile: bool
+    cuda_graphs: bool
+    input_size: Optional[Tuple[int, int]]
+    warmup: Tuple[int, ...]  # batch sizes warmed up at configure (() = none)
 
 
-def fast_path_options(cfg: Dict[str, Any], device: str) -> Dict[str, Any]:
-    """The Predictor's fast-path arguments for the `fast_path` and `input_size` parameters on `device`:
-    {compile, cuda_graphs, input_size, warmup: batch sizes to warm up at configure (() = none)}.
-
-    auto: CUDA graphs on CUDA (each new input shape is captured on its first frame unless input_size
-    fixes the shape, which also turns on torch.compile, warmed up now: compiling on a frame would
-    stall the camera for a minute); on the CPU the Predictor's eager default (prepacked linears,
+def fast_path(cfg: NodeConfig, device: str) -> FastPath:
+    """auto: CUDA graphs on CUDA (each new input shape is captured on its first frame unless input_size
+    fixes the shape, which also turns on torch.compile, warmed up at configure: compiling on a frame
+    would stall the camera for a minute); on the CPU the Predictor's eager default (prepacked linears,
     channels-last), as compile gains ~1.1x over plain eager for minutes of warm-up. always: compile
     as well wherever it runs (the CPU needs input_size for it). eager: no compile, no CUDA graphs."""
-    size = parse_input_size(cfg["input_size"])
+    size = cfg.input_hw
     cuda = device.startswith("cuda")
-    mode = cfg["fast_path"]
-    compile_ = size is not None and (mode == "always" or (mode == "auto" and cuda))
-    graphs = cuda and mode != "eager"
-    if mode == "always" and size is None and not cuda:
+    compile_ = size is not None and (cfg.fast_path == "always" or (cfg.fast_path == "auto" and cuda))
+    graphs = cuda and cfg.fast_path != "eager"
+    if cfg.fast_path == "always" and size is None and not cuda:
         raise StartupError("fast_path: always needs input_size on the CPU (torch.compile is built for one shape): "
                            "set input_size, e.g. 480x640")
-    cameras = max(1, len(cfg["image_topics"]))
+    cameras = max(1, len(cfg.image_topics))
     warm = tuple(range(1, cameras + 1)) if size is not None and (compile_ or graphs) else ()
-    return {"compile": compile_, "cuda_graphs": graphs, "input_size": size, "warmup": warm}
+    return FastPath(compile_, graphs, size, warm)
+
+
+def build_predictor(cfg: NodeConfig, logger):
+    """NodeConfig -> Predictor (weights, device, precision, threads, fast path, warmed up).
+    Raises StartupError naming the file / device / setting at fault."""
+    weights = os.path.expanduser(cfg.weights)
+    if weights and not os.path.isfile(weights):  # before importing torch: fail in a second
+        raise StartupError(f"weights file not found: {weights!r} (parameter 'weights')")
+    from lseg_ros.model.build import BuildError, NetSettings, build_predictor as build, resolve_device_name
+    from lseg_ros.model.options import PredictorOptions
+
+    try:
+        device, _ = resolve_device_name(cfg.device)
+        fp = fast_path(cfg, device)
+        settings = NetSettings(weights=weights, model=cfg.model, spatial_block=cfg.spatial_block or None,
+                               block_depth=cfg.block_depth, activation=cfg.activation, device=cfg.device,
+                               num_threads=cfg.num_threads)
+        options = PredictorOptions(precision=cfg.precision, max_side=cfg.max_side_or_none, input_size=fp.input_size,
+                                   compile=fp.compile, cuda_graphs=fp.cuda_graphs)
+        return build(settings, options, warmup=fp.warmup, logger=logger)
+    except StartupError:
+        raise
+    except BuildError as e:
+        raise StartupError(f"{e} (parameters 'weights', 'model', 'device', 'precision')") from e
+    except Exception as e:  # torch errors while placing, converting or warming up
+        what = f"cannot load weights {weights!r}" if weights else f"cannot build model {cfg.model!r}"
+        raise StartupError(f"{what}: {type(e).__name__}: {e}") from e
 
 
 def free_device_memory(device: str) -> None:
