@@ -1,1 +1,1 @@
-"""Benchmarks (not tests): python -m benchmarks.run, or bash scripts/bench.sh. See docs/performance.md."""
+"""Benchmarks (not tests): `python -m benchmarks NAME`, or bash scripts/bench.sh; docs/performance.md."""

@@ -10,19 +10,14 @@ different subscribers, interleaved and repeated in one run:
 Per phase: the node's own per-frame time from /diagnostics (inference + publishing, mean over the
 phase) and the stamp-to-arrival latency at this process (median). Ratios are to the 2d phase.
 
-    .venv/bin/python benchmarks/bench_3d.py --phase-seconds 20 --repeats 2 [--json FILE]
+    .venv/bin/python -m benchmarks bench_3d --phase-seconds 20 --repeats 2 [--json [FILE]]
 """
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import machine, result_path, ros_domain, write_json
 
 
 def main() -> int:
@@ -31,26 +26,41 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2.0, help="camera rate (Hz); below the node's rate")
     ap.add_argument("--phase-seconds", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--domain", type=int, default=94)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
+    ap.add_argument("--json", nargs="?", const="", default=None,
+                    help="write the figures as JSON to this file (no value: the results folder, by the naming rule)")
     a = ap.parse_args()
 
+    with ros_domain(a.domain) as (_, env, ctx):
+        rows = _run(a, env, ctx)
+
+    def mean(phase, key):
+        v = [r[key] for r in rows if r["phase"] == phase and r[key] is not None]
+        return statistics.mean(v) if v else float("nan")
+    base = mean("2d", "node_ms_per_frame")
+    summary = {p: dict(node_ms_per_frame=mean(p, "node_ms_per_frame"),
+                       ratio_to_2d=mean(p, "node_ms_per_frame") / base,
+                       latency_ms_median=mean(p, "latency_ms_median")) for p in ("2d", "points", "features")}
+    for p, s in summary.items():
+        print(f"{p:8s}: node {s['node_ms_per_frame']:7.1f} ms/frame  x{s['ratio_to_2d']:.3f} of 2d  "
+              f"latency {s['latency_ms_median']:7.1f} ms")
+    if a.json is not None:
+        write_json(a.json or result_path("bench_3d"), {"host": machine(), "date": time.strftime("%Y-%m-%d"),
+                                                        "model": a.model, "rows": rows, "summary": summary})
+    return 0
+
+
+def _run(a, env, ctx) -> list:
     import numpy as np
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.context import Context
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     from lseg_ros.msg import ClassConfidences, DenseFeatures
     from ros_harness import NodeProcess, TestNode, image_msg, photo, wait_for
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-               OMP_WAIT_POLICY="PASSIVE")
     node = NodeProcess(env, params=(f"model:={a.model}", "device:=cpu", "precision:=fp32", "depth_topics:=[depth]",
                                     "diagnostics_period:=1.0", "heatmap_labels:=[]"), params_file=False)
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=a.domain)
     t = TestNode(ctx, name="bench_3d")
     rgb = photo(640, 480)
     z = np.full((480, 640), 2.0, np.float32)
@@ -102,22 +112,7 @@ def main() -> int:
     finally:
         t.close()
         node.stop()
-        rclpy.try_shutdown(context=ctx)
-
-    def mean(phase, key):
-        v = [r[key] for r in rows if r["phase"] == phase and r[key] is not None]
-        return statistics.mean(v) if v else float("nan")
-    base = mean("2d", "node_ms_per_frame")
-    summary = {p: dict(node_ms_per_frame=mean(p, "node_ms_per_frame"),
-                       ratio_to_2d=mean(p, "node_ms_per_frame") / base,
-                       latency_ms_median=mean(p, "latency_ms_median")) for p in ("2d", "points", "features")}
-    for p, s in summary.items():
-        print(f"{p:8s}: node {s['node_ms_per_frame']:7.1f} ms/frame  x{s['ratio_to_2d']:.3f} of 2d  "
-              f"latency {s['latency_ms_median']:7.1f} ms")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"host": os.uname().nodename, "date": time.strftime("%Y-%m-%d"),
-                                            "model": a.model, "rows": rows, "summary": summary}, indent=1))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ semantic point cloud at decimations 1/2/4 (unorganized and organized), the Point
 and dense-feature packing at stride 16 and 2. One process, one thread; figures from a shared
 machine are ratios at best.
 
-    .venv/bin/python benchmarks/bench_geometry.py [--height 480 --width 640 --repeat 30] [--model tiny_vit]
+    .venv/bin/python -m benchmarks bench_geometry [--height 480 --width 640 --repeat 30] [--model tiny_vit]
 
 --model also times the model library's Predictor.predict on the same frame (untrained weights of
 that config, CPU, 20 labels), without and with features_stride=16, and prints the 3D costs as a
@@ -18,14 +18,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the source tree, not an installed copy
 
 import numpy as np  # noqa: E402
 
-from lseg_ros import geometry as g  # noqa: E402
+from lseg_ros import geometry as g  # noqa: E402  (the source tree: run as a module from the repository root)
 
 
 def timed(fn, repeat: int):

@@ -1,24 +1,19 @@
 """Per-frame time and peak memory of lseg_node for 640x480, 1920x1080 and 4096x4096 frames, with the
 default network bound (max_side 1280) and, with --unbounded, without it (max_side 0).
 
-    .venv/bin/python benchmarks/frame_sizes.py --model tiny_vit --frames 3
-    .venv/bin/python benchmarks/frame_sizes.py --model vitl16 --frames 1 --sizes 640x480,1920x1080,4096x4096
+    .venv/bin/python -m benchmarks frame_sizes --model tiny_vit --frames 3
+    .venv/bin/python -m benchmarks frame_sizes --model vitl16 --frames 1 --sizes 640x480,1920x1080,4096x4096
 
 For each size a fresh node process (untrained weights, CPU) gets one frame at a time; reported: the
 stamp-to-mask time of each frame (median) and the node's peak RSS (VmHWM) after them, beside its RSS
-when idle. Writes JSON with --json.
+when idle. Writes JSON with --json (benchmarks/results/frame_sizes_<model>_<machine>_<date>.json).
 """
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import machine, result_path, ros_domain, write_json
 
 
 def _vm(pid: int, key: str) -> float:
@@ -34,20 +29,24 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--sizes", default="640x480,1920x1080,4096x4096")
     ap.add_argument("--unbounded", action="store_true", help="also run with max_side 0 (no bound)")
-    ap.add_argument("--domain", type=int, default=93)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
+    ap.add_argument("--json", nargs="?", const="", default=None,
+                    help="write the rows as JSON to this file (no value: the results folder, by the naming rule)")
     a = ap.parse_args()
 
-    import rclpy
-    from rclpy.context import Context
+    with ros_domain(a.domain) as (_, env, ctx):
+        rows = _run(a, env, ctx)
+    if a.json is not None:
+        write_json(a.json or result_path(f"frame_sizes_{a.model}"),
+                   {"host": machine(), "date": time.strftime("%Y-%m-%d"), "rows": rows})
+    return 0
+
+
+def _run(a, env, ctx) -> list:
     from sensor_msgs.msg import Image
 
     from ros_harness import NodeProcess, TestNode, image_msg, photo, stamp_key, wait_for
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-               OMP_WAIT_POLICY="PASSIVE")
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=a.domain)
     t = TestNode(ctx, name="frame_sizes")
     t.subscribe("lseg/mask", Image)
     pub = t.node.create_publisher(Image, "image", 2)
@@ -82,11 +81,7 @@ def main() -> int:
             print(f"{a.model:9s} {size:>10s} max_side {bound:4d}: {row['seconds_per_frame']:7.2f} s/frame "
                   f"(median of {len(times)}), RSS idle {idle:6.0f} MB, peak {peak:6.0f} MB", flush=True)
     t.close()
-    rclpy.try_shutdown(context=ctx)
-    if a.json:
-        Path(a.json).write_text(json.dumps({"host": os.uname().nodename, "date": time.strftime("%Y-%m-%d"),
-                                            "rows": rows}, indent=1))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CPU cost of receiving a 30 Hz 640x480 rgb8 camera, by how the frames are taken, and whether a
 pulled reader keeps receiving (the reason lseg_node's image subscriptions are pulled, depth >= 2).
 
-    .venv/bin/python benchmarks/input_cost.py [--seconds 10] [--rate 30] [--domain 94]
+    .venv/bin/python -m benchmarks input_cost [--seconds 10] [--rate 30] [--domain N]
 
 For each mode a camera process (test/fake_camera.py: reliable, as drivers publish) and a receiver
 process that takes the frames run; the CPU time of both is read from /proc over `--seconds` after a 5 s warm-up:
@@ -16,10 +16,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import ROOT, child_env, claim_domain_id
+
 MODES = ("executor-multi", "executor-single", "pulled", "pulled-depth1")
 
 
@@ -67,7 +66,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=30.0)
-    ap.add_argument("--domain", type=int, default=94)
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--role", default="", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="", help=argparse.SUPPRESS)
@@ -75,14 +74,16 @@ def main() -> int:
     if a.role == "receiver":
         receiver(a.mode, a.seconds)
         return 0
-    env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), PYTHONPATH=str(ROOT))
-    me = [sys.executable, __file__, "--rate", str(a.rate)]
+    if a.domain is None:
+        a.domain, _lock = claim_domain_id()  # held until the process ends
+    env = child_env(a.domain)
+    me = [sys.executable, "-m", "benchmarks.input_cost", "--rate", str(a.rate)]
     fake_camera = [sys.executable, str(ROOT / "test" / "fake_camera.py"), "--rate", str(a.rate),
                    "--duration", str(a.seconds + 30)]
     print(f"640x480 rgb8 at {a.rate:g} Hz, reliable, {os.cpu_count()} cores; CPU as % of one core over {a.seconds:g} s")
     for mode in a.modes.split(","):
         rec = subprocess.Popen(me + ["--role", "receiver", "--mode", mode, "--seconds", str(a.seconds + 8)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         cam = subprocess.Popen(fake_camera, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(6)  # the camera waits for the receiver, then streams
         c0, t0 = [cpu_seconds(p.pid) for p in (cam, rec)], time.monotonic()

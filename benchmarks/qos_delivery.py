@@ -3,17 +3,15 @@
 Each scenario starts lseg_node (tiny model; only the input callback matters here) and
 test/fake_camera.py as separate processes on a private ROS domain, streams for --duration s at
 30 Hz, and reads the node's `frames_received` from /diagnostics. Run from the repository root:
-    .venv/bin/python benchmarks/qos_delivery.py [--duration 5] [--width 640 --height 480]
+    .venv/bin/python -m benchmarks qos_delivery [--duration 5] [--width 640 --height 480]
 """
 import argparse
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
+from benchmarks.harness import ROOT, child_env, claim_domain_id
+
 BIG = "DEFAULT?sockets_size=4MB"
 
 # (camera reliability, node input_reliability, env for the camera, env for the node)
@@ -36,7 +34,7 @@ def run(cam_rel, node_rel, cam_env, node_env, domain, duration, w, h):
 
     from ros_harness import NodeProcess, diagnostics_value
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = child_env(domain)
     env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     node = NodeProcess(env, params=("model:=tiny_vit", "device:=cpu", f"input_reliability:={node_rel}",
                                     "max_side:=64"),
@@ -74,9 +72,11 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--domain", type=int, default=90)
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
     ap.add_argument("--only", type=int, nargs="*", help="scenario indices (0-based) to run")
     a = ap.parse_args()
+    if a.domain is None:
+        a.domain, _lock = claim_domain_id()  # held until the process ends
     print(f"{a.width}x{a.height} rgb8, 30 Hz for {a.duration:.0f} s, two processes, Fast DDS (rclpy Kilted wheels)")
     print(f"{'camera':12} {'node input_reliability':22} {'sockets 4MB':14} {'node subscribed':16} received/published")
     for i, (cam_rel, node_rel, cam_env, node_env) in enumerate(SCENARIOS):

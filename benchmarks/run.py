@@ -3,9 +3,10 @@
     bash scripts/bench.sh [--quick] [--models vitl16,rn101] [--sizes 480x640] [--labels 3,150] ...
     (= .venv/bin/python -m benchmarks.run ...)
 
-Prints a table and writes JSON to benchmarks/results/bench_<machine>_<date>.json. Weights are random
-(untrained); every figure carries its ratio to the fp32 eager path of the same run (ratio > 1:
-faster). What the machine lacks (CUDA) is skipped and said. The node part runs
+Prints a table and writes JSON to benchmarks/results/bench_<cpu|gpu>[_quick]_<machine>_<date>.json
+($LSEG_BENCH_MACHINE names the machine). Weights are random (untrained); every figure carries its
+ratio to the fp32 eager path of the same run (ratio > 1: faster). What the machine lacks (CUDA) is
+skipped and said. The node part runs
 benchmarks/bench_node.py (player -> lseg_node -> subscriber over DDS, node as its own process)
 and merges its figures. See docs/performance.md.
 """
@@ -16,7 +17,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,13 +25,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from benchmarks.model_grid import MODELS, STAGES, Variant, rss_gb, run_grid  # noqa: E402
 from lseg_ros.model.devices import cpu_has_native_bf16  # noqa: E402
+
+ROOT = harness.ROOT
 
 
 def _list(kind):
@@ -59,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-node", action="store_true", help="skip the node end-to-end part")
     ap.add_argument("--node-model", default="tiny_vit")
     ap.add_argument("--node-duration", type=float, default=None)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=harness.RESULTS)
     a = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     a.models = a.models or ["vitl16", "rn101"]
@@ -88,7 +89,7 @@ def machine() -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"host": harness.machine(), "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_average_start": os.getloadavg()[0], "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
@@ -97,7 +98,7 @@ def machine() -> dict:
 def node_part(a: argparse.Namespace, tmp: Path) -> dict:
     """benchmarks/bench_node.py in a child process (it starts lseg_node as its own process)."""
     out = tmp / "node.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_node.py"), "--model", a.node_model,
+    cmd = [sys.executable, "-m", "benchmarks.bench_node", "--model", a.node_model,
            "--duration", str(a.node_duration), "--json", str(out), "--precision", "fp32"]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -133,7 +134,8 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     info = machine()
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M")
+    started = datetime.datetime.now()
+    stamp = harness.stamp(started)
     print(f"lseg_ros benchmark, {stamp}: {info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
           f"CUDA: {info['cuda'] or 'none'}; torch {info['torch']}; load average {info['load_average_start']:.1f}")
     print("weights are random (UNTRAINED): speed does not depend on their values. Times in ms per forward "
@@ -168,11 +170,9 @@ def main(argv=None) -> int:
     result["rss_gb_end"], result["rss_gb_peak"] = rss_gb()
     result["wall_seconds"] = time.perf_counter() - t0
     result["machine"]["load_average_end"] = os.getloadavg()[0]
-    a.out.mkdir(parents=True, exist_ok=True)
-    name = f"bench_{info['host']}_{(info['cuda'] or 'cpu').replace(' ', '-')}_{stamp}{'_quick' if a.quick else ''}.json"
-    path = a.out / name
-    path.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\npeak RSS {result['rss_gb_peak']:.2f} GB; {result['wall_seconds']:.0f} s; wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"\npeak RSS {result['rss_gb_peak']:.2f} GB; {result['wall_seconds']:.0f} s")
+    name = f"bench_{'gpu' if info['cuda'] else 'cpu'}{'_quick' if a.quick else ''}"
+    harness.write_json(harness.result_path(name, out_dir=a.out, when=started), result)
     return 0
 
 

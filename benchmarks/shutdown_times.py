@@ -1,25 +1,19 @@
 """How long lseg_node takes to end on SIGINT, SIGINT twice (Ctrl-C on `ros2 launch`) and SIGTERM in each
 state, and whether it ends cleanly (exit 0, no abort/traceback, no child left). Target: 2 s.
 
-    .venv/bin/python benchmarks/shutdown_times.py --rounds 3
-    .venv/bin/python benchmarks/shutdown_times.py --states idle mid_frame --rounds 5
-    .venv/bin/python benchmarks/shutdown_times.py --states vitl16_building vitl16_mid_frame --rounds 1
+    .venv/bin/python -m benchmarks shutdown_times --rounds 3
+    .venv/bin/python -m benchmarks shutdown_times --states idle mid_frame --rounds 5
+    .venv/bin/python -m benchmarks shutdown_times --states vitl16_building vitl16_mid_frame --rounds 1
 
 States and the scenario code: test/shutdown_harness.py (the same as test/test_node_shutdown.py).
-Prints a table and writes benchmarks/results/shutdown_<host>_<date>.json.
+Prints a table and writes benchmarks/results/shutdown_<machine>_<date>.json.
 """
 import argparse
-import json
 import os
-import socket
 import statistics
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import machine, result_path, ros_domain, write_json
 
 
 def main() -> int:
@@ -29,31 +23,24 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="tries per state and signal")
     ap.add_argument("--states", nargs="+", default=list(STATES), choices=STATES + EXTRA_STATES,
                     help=f"default: all but {', '.join(EXTRA_STATES)} (more transitions; the real-size model, ~1.5 GB per process)")
-    ap.add_argument("--domain", type=int, default=93)
-    ap.add_argument("--out", default="", help="JSON path (default benchmarks/results/shutdown_<host>_<date>.json)")
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
+    ap.add_argument("--out", default="", help="JSON path (default benchmarks/results/shutdown_<machine>_<date>.json)")
     a = ap.parse_args()
-
-    import rclpy
-    from rclpy.context import Context
 
     from ros_harness import TestNode
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=a.domain)
-    t = TestNode(ctx, name="shutdown_bench")
     states = [s for s in a.states if lifecycle_available() or not s.startswith("lifecycle_")]
     outcomes = []
-    try:
-        for state in states:
-            for r in range(a.rounds):
-                for o in run_round(env, t, state, tag=f"_b{r}"):
-                    outcomes.append(o)
-                    print(("ok   " if o.clean else "FAIL ") + o.describe(), flush=True)
-    finally:
-        t.close()
-        rclpy.try_shutdown(context=ctx)
+    with ros_domain(a.domain) as (_, env, ctx):
+        t = TestNode(ctx, name="shutdown_bench")
+        try:
+            for state in states:
+                for r in range(a.rounds):
+                    for o in run_round(env, t, state, tag=f"_b{r}"):
+                        outcomes.append(o)
+                        print(("ok   " if o.clean else "FAIL ") + o.describe(), flush=True)
+        finally:
+            t.close()
 
     rows = []
     print(f"\n{'state':24s} {'signal':13s} {'clean':>7s} {'median s':>9s} {'max s':>7s}  phases at the signal")
@@ -74,13 +61,9 @@ def main() -> int:
                    median_s=statistics.median(all_secs))
     print(f"\n{summary['clean']}/{summary['tries']} clean, {summary['within_2s']}/{summary['tries']} within 2 s, "
           f"median {summary['median_s']:.2f} s, max {summary['max_s']:.2f} s "
-          f"(host {socket.gethostname()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}: shared machine)")
-    out = Path(a.out or ROOT / "benchmarks" / "results" /
-               f"shutdown_{socket.gethostname()}_{time.strftime('%Y%m%d_%H%M')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(summary=summary, rows=rows, load_average=os.getloadavg(),
-                                   cpus=os.cpu_count()), indent=1, default=str))
-    print(f"wrote {out}")
+          f"(machine {machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}: shared machine)")
+    write_json(a.out or result_path("shutdown"), dict(summary=summary, rows=rows, load_average=os.getloadavg(),
+                                                       cpus=os.cpu_count()))
     return 0 if summary["clean"] == summary["tries"] else 1
 
 

@@ -2,7 +2,7 @@
 joining and leaving; the node's memory, threads and open files sampled; every frame's ids checked.
 
     scripts/soak.sh --minutes 10                     # sets up .venv, then runs this
-    .venv/bin/python benchmarks/soak.py --minutes 1 --warmup 20
+    .venv/bin/python -m benchmarks soak --minutes 1 --warmup 20
 
 - lseg_node (separate process, tiny untrained model unless --model) gets 640x480 rgb8 frames of a real
   photo at 30 Hz from test/fake_camera.py (another process, reliable, as camera drivers publish).
@@ -15,7 +15,7 @@ joining and leaving; the node's memory, threads and open files sampled; every fr
   every mask id is a label of that version or the unlabeled id, and the per-label pixel fractions
   equal the mask's. A frame failing any of these counts as mismatched.
 - Every --sample-period s: the node's RSS, thread count and open files (/proc/<pid>).
-Prints the figures and writes benchmarks/results/soak_<host>_<date>.json. Exit status 1 when the node
+Prints the figures and writes benchmarks/results/soak_<machine>_<date>.json. Exit status 1 when the node
 crashed, a frame mismatched, or the node did not end cleanly on SIGINT.
 """
 import argparse
@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,9 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "test"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import ROOT, child_env, claim_domain_id, machine, result_path, write_json
 
 VOCAB = ["floor", "wall", "person", "chair", "table", "window", "door", "ceiling", "plant", "lamp", "cup",
          "bottle", "screen", "book", "bag", "car|vehicle", "road|street", "sky", "tree", "grass", "dog",
@@ -153,7 +150,7 @@ def main() -> int:
     ap.add_argument("--label-period", type=float, default=1.0)
     ap.add_argument("--sample-period", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=60.0, help="s after which RSS counts as warmed up")
-    ap.add_argument("--domain", type=int, default=94)
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="")
     a = ap.parse_args()
@@ -171,8 +168,10 @@ def main() -> int:
     from lseg_ros.srv import SetLabels
     from ros_harness import NodeProcess, diagnostics_counter, wait_for
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    domain_lock = None  # held while this process runs
+    if a.domain is None:
+        a.domain, domain_lock = claim_domain_id()
+    env = child_env(a.domain)
     node = NodeProcess(env, params=(f"model:={a.model}", "device:=cpu", f"num_threads:={a.threads}"), params_file=False)
     ctx = Context()
     rclpy.init(context=ctx, domain_id=a.domain)
@@ -193,7 +192,7 @@ def main() -> int:
     spinner.start()
 
     rng = random.Random(a.seed)
-    result: Dict = dict(host=socket.gethostname(), cpus=os.cpu_count(), model=a.model, minutes=a.minutes,
+    result: Dict = dict(host=machine(), cpus=os.cpu_count(), model=a.model, minutes=a.minutes,
                         rate_hz=a.rate, size=f"{a.width}x{a.height}", started=time.strftime("%Y-%m-%d %H:%M:%S"))
     samples, switch_s, first_frame_s, viewer_frames = [], [], [], []
     label_changes = refused = 0
@@ -312,10 +311,9 @@ def main() -> int:
         shutdown=dict(exit_code=code, seconds=stop_s), load_average=os.getloadavg(), samples=samples,
         note="shared machine: figures are indicative; ratios within this run only")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1, default=str))
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"soak_{socket.gethostname()}_{time.strftime('%Y%m%d_%H%M')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
-    print(f"wrote {out}")
+    write_json(a.out or result_path("soak"), result)
+    if domain_lock is not None:
+        domain_lock.close()
     ok = not crashed and not crash_lines and check.mismatched == 0 and code == 0 and check.checked > 0
     return 0 if ok else 1
 

@@ -4,38 +4,22 @@ ROS tests get their own ROS_DOMAIN_ID: ids are claimed with a lock file under th
 concurrent test runs on one machine (several checkouts, CI beside a developer) never see each
 other's nodes. HF_HUB_OFFLINE keeps timm/open_clip from reaching for a model hub.
 """
-import fcntl
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+
+from ros_harness import claim_domain_id
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _claim_domain_id():
-    lock_dir = Path(tempfile.gettempdir()) / "lseg_ros_test_domains"
-    lock_dir.mkdir(exist_ok=True)
-    start = os.getpid() % 100
-    for i in range(101):  # Fast DDS on Linux accepts domain ids 0..101 with default ports
-        domain = 1 + (start + i) % 100
-        fh = open(lock_dir / f"{domain}.lock", "w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            continue
-        return domain, fh
-    raise RuntimeError("no free ROS_DOMAIN_ID in 1..100 (all claimed by other test runs)")
-
-
 @pytest.fixture(scope="module")
 def ros_domain():
     """A ROS_DOMAIN_ID claimed for this test module; subprocesses get it through ros_env()."""
-    domain, fh = _claim_domain_id()
+    domain, fh = claim_domain_id()
     try:
         yield domain
     finally:

@@ -3,6 +3,8 @@ publishes real photos and records every output, and polling with deadlines (no f
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +22,25 @@ PARAMS_FILE = ROOT / "config" / "lseg.yaml"
 # The tiny random-weight model: the same node code paths as ViT-L/16, ~0.15 s per 640x480 frame here.
 TINY = ("model:=tiny_vit", "device:=cpu", "num_threads:=1")
 BIG_BUFFERS = "DEFAULT?sockets_size=4MB"
+
+
+def claim_domain_id():
+    """(a ROS_DOMAIN_ID no other test or benchmark run on this machine holds, the open lock file that
+    holds it: close it to release). Ids are claimed with a lock file under the temp dir, so concurrent
+    runs (several checkouts, CI beside a developer, a benchmark) never see each other's nodes."""
+    lock_dir = Path(tempfile.gettempdir()) / "lseg_ros_test_domains"
+    lock_dir.mkdir(exist_ok=True)
+    start = os.getpid() % 100
+    for i in range(101):  # Fast DDS on Linux accepts domain ids 0..101 with default ports
+        domain = 1 + (start + i) % 100
+        fh = open(lock_dir / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        return domain, fh
+    raise RuntimeError("no free ROS_DOMAIN_ID in 1..100 (all claimed by other test or benchmark runs)")
 
 
 def photo(width: int = 640, height: int = 480, which: str = "voc") -> np.ndarray:

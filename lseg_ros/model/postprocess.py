@@ -143,7 +143,7 @@ def summarize_upsampled(low: torch.Tensor, crop: Tuple[int, int], want_probs: Wa
     output rows: the full-resolution logits never exist, each band's temporaries stay in the
     CPU's cache. The interpolation is separable, as F.interpolate's: along the width by
     F.interpolate, then between two rows (a small matmul). At 150 labels, 480x640: 0.21-0.33 s against
-    0.26-0.43 s for upsampling first and summarizing (benchmarks/postprocess_bench.py)."""
+    0.26-0.43 s for upsampling first and summarizing (python -m benchmarks cpu_model post)."""
     n, h, w = low.shape
     big_h, big_w = 2 * h, 2 * w
     rh, rw = crop
