@@ -2,7 +2,7 @@
 """The prepared GPU training check (no ROS, no network): ViT-L/16 training steps, with and without
 activation checkpointing, and the training and evaluation tools under torchrun on CUDA.
 
-    PYTHONUNBUFFERED=1 python benchmarks/gpu_train.py --out "$OUT"      # device machine, ~2-3 min on an H200
+    PYTHONUNBUFFERED=1 python benchmarks/gpu_train.py --out "$OUT"      # device machine, sized for < 4 min on an H200
     python benchmarks/gpu_train.py --dry-run --out /tmp/dry              # CPU, tiny ViT, ~1 min (tested)
     python benchmarks/gpu_train.py --device cpu --model vitl16 --crop 96 --steps 6 --machine vm   # CPU figures
 

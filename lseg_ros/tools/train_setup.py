@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", choices=("off", "auto", "fp16", "bf16"), default="off",
                    help="mixed precision (CUDA only); auto: bf16 where the GPU computes it, else fp16 with a scaler")
     g.add_argument("--grad-checkpoint", action="store_true",
-                   help="recompute the ViT blocks' activations in the backward pass: less memory, ~1/3 more time")
+                   help="recompute the ViT blocks' activations in the backward pass: less memory, one more forward "
+                        "pass of the blocks")
     g.add_argument("--workers", type=int, default=0, help="data-loading processes (per training process)")
     g.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable or mismatched samples")
     distributed.add_args(g)
