@@ -52,7 +52,7 @@ def one_variant(a) -> dict:
     from lseg_ros.tools.data import FolderDataset, TrainTransform
     from lseg_ros.tools.distributed import Ranks
     from lseg_ros.tools.train import Trainer, TrainOptions
-    from lseg_ros.tools.train_setup import _TorchData, folder_items, resolve_amp
+    from lseg_ros.tools.train_setup import _TorchData, folder_items
 
     dev = torch.device(a.device)
     tiny = {"tiny_vit": LSegConfig.tiny_vit, "tiny_resnet": LSegConfig.tiny_resnet}.get(a.model)
@@ -64,7 +64,7 @@ def one_variant(a) -> dict:
     data = _TorchData(items, load, TrainTransform(a.crop, seed=0), net.config.mean, net.config.std)
     per_epoch = -(-len(data) // a.batch)
     opts = TrainOptions(epochs=a.steps // per_epoch + 1, batch_size=a.batch, crop_size=a.crop,
-                        amp=resolve_amp(a.amp, dev), class_names=ds.class_names)
+                        amp=a.amp, class_names=ds.class_names)
     tr = Trainer(net, data, opts, a.data.parent / "unused", ranks=Ranks(device=dev))    # saves nothing here
     net.train()
     if dev.type == "cuda":

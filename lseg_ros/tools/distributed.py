@@ -56,9 +56,9 @@ class Ranks:
         return "nccl" if self.device.type == "cuda" else "gloo"
 
 
-def _env_int(name: str) -> int:
+def _env_int(name: str, default: str | None = None) -> int:
     try:
-        return int(os.environ[name])
+        return int(os.environ[name] if default is None else os.environ.get(name, default))
     except ValueError:
         raise ToolError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
 
@@ -86,7 +86,7 @@ def start(device: str | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Ranks:
         raise ToolError(str(e)) from None
     if not launched():
         return Ranks(device=dev)
-    rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
+    rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK", "0")
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
             raise ToolError(f"LOCAL_RANK {local} but {torch.cuda.device_count()} GPU(s) visible: start at most "
@@ -114,6 +114,7 @@ def session(device: str | None, timeout_s: float = DEFAULT_TIMEOUT_S):
     except RuntimeError as e:
         if not ranks.launched or ranks.world_size == 1:
             raise
+        log.debug("rank %d failed", ranks.rank, exc_info=True)      # the traceback, with -v
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ToolError(f"rank {ranks.rank} of {ranks.world_size} stopped: {type(e).__name__}: {first[:400]} "
                         "(when one rank fails the others fail next: the first failure torchrun lists is the "
@@ -125,7 +126,8 @@ def session(device: str | None, timeout_s: float = DEFAULT_TIMEOUT_S):
 
 # ---- data ---------------------------------------------------------------------------------
 def shard(items: list | range, ranks: Ranks):
-    """Every world_size-th item from this rank's (evaluation: each item is scored by one rank)."""
+    """This rank's items: every world_size-th, from the rank's own index on (evaluation: each item is
+    scored by one rank)."""
     return items[ranks.rank::ranks.world_size]
 
 

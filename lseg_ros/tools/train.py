@@ -21,7 +21,7 @@
 
 Outputs in ``--output``: ``last.safetensors`` / ``best.safetensors`` (the project's own
 format), ``last.state.pt`` (optimiser, scheduler, epoch, iteration, history, RNG; for
-``--resume``), ``history.json`` (per epoch: losses, metrics, ``world_size``, ``rank_samples``) and
+``--resume``), ``history.json`` (per epoch: losses, metrics, ``world_size``, ``train_rank_samples``) and
 ``curves.png``. Determinism: data order and augmentation are functions of (seed, epoch, index), not of
 the number of processes, so a resumed run repeats the uninterrupted one with any number of them.
 """
@@ -68,7 +68,7 @@ class TrainOptions:
     crop_size: int = 480
     ignore_index: int = 255
     seed: int = 0
-    amp: str = "off"            # resolved: off, fp16 or bf16
+    amp: str = "off"            # off, fp16, bf16; "auto" is resolved by the Trainer for its device
     zero_shot: bool = False
     class_names: list = field(default_factory=list)
 
@@ -95,8 +95,7 @@ class Trainer:
         distributed.split_batch(opts.batch_size, self.ranks.world_size)
         self.train_data, self.val_data, self.workers = train_data, val_data, workers
         self.inputs = dict(inputs or {})   # data paths, remembered for --resume
-        if opts.amp != "off" and self.device.type != "cuda":
-            raise ToolError(f"--amp {opts.amp} needs a CUDA device (got {device})")
+        opts.amp = resolve_amp(opts.amp, self.device)
         # Encode the label texts once (frozen text encoder); "a|b" alternatives are averaged.
         texts = list(opts.class_names)
         if opts.zero_shot:
@@ -185,7 +184,7 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.float16 if self.opts.amp == "fp16" else torch.bfloat16)
 
     def _logits(self, x, cls, model=None):
-        model = model or self.net
+        model = self.net if model is None else model
         if self.opts.zero_shot:
             # per sample exactly the labels ['others', c] (§1.6): a (B, 2, D) text batch, so a
             # spatial block (which mixes labels) sees what the reference's forward would.
@@ -359,8 +358,8 @@ def _train(args, ranks: Ranks) -> int:
         val = _TorchData(vitems, vload, ValTransform(args.crop_size), mean, std)
     opts = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, base_lr=args.base_lr,
                         head_lr_mult=args.head_lr_mult, weight_decay=args.weight_decay, crop_size=args.crop_size,
-                        ignore_index=args.ignore_index, seed=args.seed, amp=resolve_amp(args.amp, ranks.device),
-                        zero_shot=args.zero_shot, class_names=list(names))
+                        ignore_index=args.ignore_index, seed=args.seed, amp=args.amp, zero_shot=args.zero_shot,
+                        class_names=list(names))
     inputs = {k: (str(getattr(args, k)) if k in PATH_INPUTS and getattr(args, k) is not None
                   else getattr(args, k)) for k in INPUTS}
     trainer = Trainer(net, train, opts, args.output, val_data=val, workers=args.workers, inputs=inputs, ranks=ranks)
