@@ -299,3 +299,84 @@ def test_text_weights_from_released_ckpt_and_torchscript(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(train.ToolError, match="junk.pt"):
         train_setup.load_backbone_weights(net, tmp_path / "junk.pt")
+
+
+def test_batches_are_the_one_process_order_split_over_ranks():
+    """The sampler gives a one-process run the order DataLoader(shuffle=True, generator) gave (runs made
+    before sharding repeat), and N ranks together the same global batches, split in contiguous parts."""
+    from lseg_ros.tools.distributed import GlobalBatchSampler, Ranks
+
+    data = list(range(11))
+    for epoch in range(3):
+        def gen():
+            return torch.Generator().manual_seed(7 * 100003 + epoch)
+        old = [b.tolist() for b in torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, generator=gen())]
+        g = gen()
+        new = list(torch.utils.data.DataLoader(data, batch_sampler=GlobalBatchSampler(11, 4, generator=g),
+                                               generator=g, collate_fn=list))
+        assert new == old
+        for world in (2, 3, 4):
+            g = [gen() for _ in range(world)]
+            parts = [list(torch.utils.data.DataLoader(data, batch_sampler=GlobalBatchSampler(11, 4, Ranks(r, world), g[r]),
+                                                      generator=g[r], collate_fn=list)) for r in range(world)]
+            assert all(len(p) == 3 for p in parts)                     # every rank steps every time
+            for k, batch in enumerate(old):
+                shares = [p[k] for p in parts]
+                assert sum(shares, []) == batch
+                assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert list(GlobalBatchSampler(5, 4, Ranks(1, 2))) == [[2, 3], []]  # no shuffle: 0..n-1; a short last batch
+
+
+def test_grad_checkpoint_gives_the_same_step():
+    """--grad-checkpoint recomputes the ViT blocks in the backward pass: same loss, same gradients."""
+    from lseg_ros.model import LSegConfig
+
+    torch.manual_seed(0)
+    net = LSegNet.from_config(LSegConfig.tiny_vit()).train()
+    x, text = torch.randn(2, 3, 64, 64), torch.randn(3, 32)
+    grads, runs = [], []
+    net.pretrained.model.blocks[1].register_forward_pre_hook(lambda *a: runs.append(1))
+    for on in (False, True):
+        net.pretrained.set_grad_checkpointing(on)
+        net.zero_grad()
+        runs.clear()
+        net(x, text).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+        assert len(runs) == (2 if on else 1)         # checkpointed: run again in the backward pass
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7)
+    with torch.no_grad():                       # inference never checkpoints
+        net(x, text)
+
+
+def test_every_trained_parameter_gets_a_gradient(shapes):
+    """DDP waits for the gradient of every trainable parameter: the modules the forward never runs
+    (timm's head and final norm, refinenet4's first unit) are frozen, the text tower too."""
+    for config in ("tiny_vit", "tiny_resnet"):
+        args = train.build_parser().parse_args(["--data", str(shapes), "--config", config])
+        net = train_setup.build_model(args)
+        groups = train_setup.param_groups(net, 0.01, 10)
+        net.train()
+        net(torch.randn(2, 3, 64, 64), torch.randn(3, 32)).sum().backward()
+        trained = [n for n, p in net.named_parameters() if p.requires_grad]
+        assert trained and all(p.grad is not None for p in net.parameters() if p.requires_grad)
+        assert not any(n.startswith("text.") or "refinenet4.resConfUnit1" in n for n in trained)
+        assert all(p.grad is None for m in net.unused_modules() for p in m.parameters())
+        in_groups = {id(p) for g in groups for p in g["params"]}
+        assert all(id(p) in in_groups for m in net.unused_modules() for p in m.parameters())   # states load
+
+
+def test_amp_and_batch_choices(shapes, tmp_path, capsys, monkeypatch):
+    cpu = torch.device("cpu")
+    assert train_setup.resolve_amp("auto", cpu) == "off" and train_setup.resolve_amp("off", cpu) == "off"
+    with pytest.raises(train.ToolError, match="--amp bf16 needs a CUDA device"):
+        train_setup.resolve_amp("bf16", cpu)
+    common = ["--data", str(shapes), "--config", "tiny_resnet", "--crop-size", "64", "--epochs", "1"]
+    assert train.main(common + ["--grad-checkpoint", "-o", str(tmp_path / "r")]) == 2
+    assert "ResNet backbone has none" in capsys.readouterr().err
+    # what torchrun sets for the second of two processes: refused before any process group is joined
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    assert train.main(common + ["--batch-size", "5", "-o", str(tmp_path / "r")]) == 2
+    assert "--batch-size 5 (the global batch) does not divide by the 2 processes" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import make_reassemble, run_reassemble
 from .config import LSegConfig
@@ -32,6 +33,19 @@ class ViTBackbone(nn.Module):
             embed_dim=cfg.vit_dim, depth=cfg.vit_depth, num_heads=cfg.vit_heads, num_classes=cfg.vit_head_classes)
         for i, c in enumerate(cfg.reassemble, start=1):
             setattr(self, f"act_postprocess{i}", make_reassemble(cfg.vit_dim, c, i))
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the blocks while gradients are recorded: each block keeps only
+        its input and runs again in the backward pass (timm's name for it; ViT blocks hold no batch
+        norm, so the second run changes no statistics)."""
+        self.grad_checkpointing = enable
+
+    def unused_modules(self) -> List[nn.Module]:
+        """timm's parts that `forward` never runs: blocks after the last tap, the final norms, the head."""
+        m = self.model
+        names = ("norm_pre", "norm", "fc_norm", "attn_pool", "head")
+        return list(m.blocks)[max(self.taps) + 1:] + [getattr(m, n) for n in names if getattr(m, n, None) is not None]
 
     def resized_pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Stored (1, 1+g*g, C) embedding resampled to the input's patch grid (docs/model.md §1.1)."""
@@ -58,8 +72,12 @@ class ViTBackbone(nn.Module):
             tokens = tokens.float()  # fp32 residual stream under fp16/bf16 weights (see _block)
         taps = []
         last = max(self.taps)
+        save_memory = self.grad_checkpointing and torch.is_grad_enabled()
         for i, blk in enumerate(m.blocks):
-            tokens = _block(blk, tokens, low)
+            if save_memory:
+                tokens = checkpoint(_block, blk, tokens, low, use_reentrant=False)
+            else:
+                tokens = _block(blk, tokens, low)
             if i in self.taps:
                 taps.append(tokens.to(low))
             if i == last:  # later blocks and the final norm do not reach the output

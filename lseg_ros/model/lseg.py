@@ -81,6 +81,13 @@ class LSegNet(nn.Module):
         mods += [getattr(self.scratch, f"refinenet{i}") for i in (4, 3, 2, 1)] + [self.scratch.head1]
         return mods
 
+    def unused_modules(self) -> List[nn.Module]:
+        """Submodules that the released checkpoints store but the image path never runs: refinenet4's
+        first residual unit and, for the ViT, timm's blocks after the last tap, final norm and head.
+        Training freezes them: they would get no gradient, and DDP waits for every trainable one's."""
+        vit = self.pretrained.unused_modules() if self.config.backbone == "vit" else []
+        return vit + [self.scratch.refinenet4.resConfUnit1]
+
     # ---- inference --------------------------------------------------------------
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw strings (used as given, no splitting or templates) -> (N, out_dim) unit-norm float32."""

@@ -110,9 +110,10 @@ def named_config(name: str):
         raise ToolError(str(e)) from None
 
 
-def progress(iterable=None, total=None, desc=None, unit="it"):
-    """A tqdm bar (rate and time left) on stderr; off when stderr is not a terminal."""
+def progress(iterable=None, total=None, desc=None, unit="it", enabled: bool = True):
+    """A tqdm bar (rate and time left) on stderr; off when stderr is not a terminal or not ``enabled``
+    (the other processes of a torchrun job: rank 0 shows it)."""
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
-                disable=None, file=sys.stderr)
+                disable=None if enabled else True, file=sys.stderr)

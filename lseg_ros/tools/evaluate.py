@@ -12,7 +12,12 @@ Two modes:
   of the 2 channels; HSNet's mIoU and FB-IoU (docs/model.md §4.2). PASCAL's boundary pixels (255) are
   ignored; COCO has no ignored value (as in HSNet). ``--original-size`` scores at the mask's own size instead (logits resized).
 
-Results: a table on stdout, ``results.json`` and (folder mode) ``confusion.png`` in ``--output``.
+Results: a table on stdout, ``results.json`` and (folder mode) ``confusion.png`` in ``--output``;
+``results.json`` records ``world_size`` and ``images`` (images scored; episodes in fold mode).
+
+Under ``torchrun`` (distributed.py) each process scores every world_size-th image (episode) and the
+confusion matrices (per-class areas) are summed across processes: integer counts, so the numbers
+equal the one-process ones exactly. Rank 0 prints and writes.
 """
 from __future__ import annotations
 
@@ -26,9 +31,10 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from lseg_ros.tools import folds
+from lseg_ros.tools import distributed, folds
 from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, progress
 from lseg_ros.tools.data import DataError, FolderDataset, read_class_names, read_pair
+from lseg_ros.tools.distributed import Ranks
 from lseg_ros.tools.metrics import ConfusionMatrix, FewShotMeter, plot_confusion
 
 log = logging.getLogger(__name__)
@@ -36,35 +42,46 @@ log = logging.getLogger(__name__)
 ZS_SIZE = 480
 
 
+def _gather_skipped(skipped: list[tuple[int, str]], ranks: Ranks) -> list[str]:
+    """Every rank's (index, reason) of skipped samples, in index order (as one process lists them)."""
+    return [reason for _, reason in sorted(x for part in distributed.all_gather(skipped, ranks) for x in part)]
+
+
 def evaluate_folder(predictor, ds: FolderDataset, label_texts: Sequence[str] | None = None,
-                    protocol: str = "single", skip_bad: bool = False) -> tuple[ConfusionMatrix, list[str]]:
-    """Confusion matrix of the predictor over a folder dataset; returns (matrix, skipped)."""
+                    protocol: str = "single", skip_bad: bool = False,
+                    ranks: Ranks | None = None) -> tuple[ConfusionMatrix, list[str]]:
+    """Confusion matrix of the predictor over a folder dataset; returns (matrix, skipped). With
+    ``ranks`` of a torchrun job: this rank's share of the images, the matrix summed over ranks."""
+    ranks = ranks or Ranks()
     texts = list(label_texts or ds.class_names)
     if len(texts) != ds.num_classes:
         raise ToolError(f"{len(texts)} label texts for {ds.num_classes} classes")
     labels = predictor.encode_labels(texts)
     cm = ConfusionMatrix(ds.num_classes, ds.ignore_index)
     skipped = []
-    for i in progress(range(len(ds)), desc="evaluate", unit="img"):
+    for i in progress(distributed.shard(range(len(ds)), ranks), desc="evaluate", unit="img", enabled=ranks.main):
         try:
             image, mask = ds.load(i)
         except DataError as e:
             if not skip_bad:
                 raise ToolError(f"{e} (use --skip-bad to skip and count such samples)") from None
             log.warning("skipping: %s", e)
-            skipped.append(str(e))
+            skipped.append((i, str(e)))
             continue
         pred = predictor.predict(image, labels, channel_order="rgb", protocol=protocol)
         cm.update(pred.mask, mask, str(ds.samples[i].mask_path))
+    cm.matrix = distributed.all_sum(cm.matrix, ranks)
     if cm.total == 0:
         raise ToolError("no labelled pixels were evaluated")
-    return cm, skipped
+    return cm, _gather_skipped(skipped, ranks)
 
 
 def evaluate_fold(predictor, benchmark: str, fold: int, root: Path, splits: Path, episodes: int = 1000,
                   seed: int = 0, original_size: bool = False, skip_bad: bool = False,
-                  ignore_index: int = folds.IGNORE_INDEX):
-    """HSNet zero-shot test of one fold; returns (meter, skipped)."""
+                  ignore_index: int = folds.IGNORE_INDEX, ranks: Ranks | None = None):
+    """HSNet zero-shot test of one fold; returns (meter, skipped). With ``ranks``: this rank's share of
+    the episodes, the per-class areas summed over ranks."""
+    ranks = ranks or Ranks()
     names = folds.class_names(benchmark)
     class_ids = folds.fold_classes(benchmark, fold, "val")
     items = folds.read_split(benchmark, fold, "val", splits)
@@ -78,14 +95,15 @@ def evaluate_fold(predictor, benchmark: str, fold: int, root: Path, splits: Path
     meter_ignore = ignore_index if boundary is not None else None
     meter = FewShotMeter(class_ids)
     skipped = []
-    for ep in progress(folds.sample_episodes(benchmark, items, episodes, seed), desc=f"fold {fold}", unit="ep"):
+    drawn = list(enumerate(folds.sample_episodes(benchmark, items, episodes, seed)))
+    for k, ep in progress(distributed.shard(drawn, ranks), desc=f"fold {fold}", unit="ep", enabled=ranks.main):
         img_path, mask_path = folds.image_and_mask_paths(benchmark, root, ep.name)
         try:
             image, mask = read_pair(img_path, mask_path)
         except DataError as e:
             if not skip_bad:
                 raise ToolError(f"{e} (use --skip-bad to skip and count such episodes)") from None
-            skipped.append(str(e))
+            skipped.append((k, str(e)))
             continue
         target = folds.binary_target(mask, ep.class_id, ignore_index, boundary)
         x = cv2.resize(image, (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_LINEAR)
@@ -98,9 +116,13 @@ def evaluate_fold(predictor, benchmark: str, fold: int, root: Path, splits: Path
             target = cv2.resize(target.astype(np.int32), (ZS_SIZE, ZS_SIZE), interpolation=cv2.INTER_NEAREST)
         pred = logits.argmax(0).cpu().numpy()
         meter.update(pred, target, ep.class_id, meter_ignore, str(mask_path))
+    if ranks.launched:      # per-class areas (whole pixel counts) and episodes, summed over ranks
+        areas = distributed.all_sum(np.array([[meter.inter[c], meter.union[c]] for c in class_ids]), ranks)
+        meter.inter, meter.union = ({c: areas[j, i] for j, c in enumerate(class_ids)} for i in (0, 1))
+        meter.episodes = int(distributed.all_sum(np.array([meter.episodes]), ranks)[0])
     if meter.episodes == 0:
         raise ToolError("no episode could be evaluated")
-    return meter, skipped
+    return meter, _gather_skipped(skipped, ranks)
 
 
 def _fmt(x) -> str:
@@ -158,23 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="COCO episode draw")
     g.add_argument("--original-size", action="store_true", help="score at the mask's size, not 480x480")
     add_common_args(p)
+    distributed.add_args(p)
     return p
 
 
 @cli
 def _run(args) -> int:
+    with distributed.session(args.device, args.dist_timeout) as ranks:
+        return _evaluate(args, ranks)
+
+
+def _evaluate(args, ranks: Ranks) -> int:
     from lseg_ros.model import Predictor
 
-    net = load_net(args.weights, args.config, args.device, args.spatial_block, args.block_depth, args.activation)
-    predictor = Predictor(net, device=args.device, precision=args.precision, max_side=args.max_side)
+    net = load_net(args.weights, args.config, ranks.device, args.spatial_block, args.block_depth, args.activation)
+    predictor = Predictor(net, device=ranks.device, precision=args.precision, max_side=args.max_side)
     if args.benchmark:
         if args.splits is None:
             raise ToolError("--benchmark needs --splits (HSNet's data/splits folder)")
         meter, skipped = evaluate_fold(predictor, args.benchmark, args.fold, args.data, args.splits,
                                        args.episodes, args.seed, args.original_size, args.skip_bad,
-                                       args.ignore_index)
+                                       args.ignore_index, ranks)
         table, result = fold_report(meter, folds.class_names(args.benchmark))
-        result.update(benchmark=args.benchmark, fold=args.fold)
+        result.update(benchmark=args.benchmark, fold=args.fold, images=meter.episodes)
     else:
         ds = FolderDataset(args.data, read_class_names(args.classes) if args.classes else None,
                            args.ignore_index, skip_bad=args.skip_bad)
@@ -182,14 +210,17 @@ def _run(args) -> int:
         if texts is not None and len(texts) != ds.num_classes:
             raise ToolError(f"{args.label_texts}: {len(texts)} label texts for the {ds.num_classes} classes of "
                             f"{args.classes or args.data} (one text per class, in class-id order)")
-        cm, skipped = evaluate_folder(predictor, ds, texts, args.protocol, args.skip_bad)
-        skipped = ds.skipped + skipped
+        cm, skipped = evaluate_folder(predictor, ds, texts, args.protocol, args.skip_bad, ranks)
         table, result = folder_report(cm, ds.class_names)
-        if args.output:
+        result.update(images=len(ds) - len(skipped))
+        skipped = ds.skipped + skipped
+        if args.output and ranks.main:
             args.output.mkdir(parents=True, exist_ok=True)
             plot_confusion(cm.matrix, ds.class_names, args.output / "confusion.png")
     result.update(weights=str(args.weights) if args.weights else f"config:{args.config}",
-                  skipped=len(skipped), skipped_reasons=skipped[:50])
+                  world_size=ranks.world_size, skipped=len(skipped), skipped_reasons=skipped[:50])
+    if not ranks.main:
+        return 0
     print(table)
     if skipped:
         print(f"skipped {len(skipped)} bad sample(s); see results.json")

@@ -8,20 +8,27 @@
   (1 − it/max_it)^0.9. Deviation: stepped per iteration, not per epoch as the reference's
   LambdaLR, so short runs also decay smoothly.
 * Augmentation: see ``data.TrainTransform`` (flip, random scale, pad, crop).
-* Mixed precision (``--amp fp16|bf16``) only on CUDA, with a GradScaler for fp16. Off by
-  default: the reference trained in fp32 (its comment: AMP gave NaNs).
+* Mixed precision (``--amp fp16|bf16|auto``) only on CUDA, with a GradScaler for fp16; ``auto`` is
+  bf16 where the GPU computes it. Off by default: the reference trained in fp32 (its comment: AMP
+  gave NaNs). ``--grad-checkpoint`` recomputes the ViT blocks' activations in the backward pass.
+* Several processes (``torchrun``, see distributed.py): DDP over the image path, batch norm synced
+  over the global batch (as the reference trained), each rank a contiguous part of every global
+  batch (``--batch-size`` is the global batch, so the lr rule does not change). The loss is the mean
+  over the global batch's labelled pixels, as in one process: each rank's pixel-loss sum over the
+  all-reduced pixel count, times the world size (DDP averages the gradients). Rank 0 writes.
 * Zero-shot mode (``--zero-shot``): every sample asks about one class c present in it; text
   ['others', c], 2-way CE, foreground = 1 (docs/model.md §1.8, §4.1).
 
 Outputs in ``--output``: ``last.safetensors`` / ``best.safetensors`` (the project's own
 format), ``last.state.pt`` (optimiser, scheduler, epoch, iteration, history, RNG; for
-``--resume``), ``history.json`` and ``curves.png``. Determinism: data order and augmentation
-are functions of (seed, epoch, index), so a resumed run repeats the uninterrupted one.
+``--resume``), ``history.json`` (per epoch: losses, metrics, ``world_size``, ``train_rank_samples``) and
+``curves.png``. Determinism: data order and augmentation are functions of (seed, epoch, index), not of
+the number of processes, so a resumed run repeats the uninterrupted one with any number of them.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -33,18 +40,18 @@ from typing import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from lseg_ros.model.variants import NAMES
-from lseg_ros.tools import folds
+from lseg_ros.tools import distributed, folds
 from lseg_ros.tools.common import ToolError, cli, progress
 from lseg_ros.tools.data import FolderDataset, TrainTransform, ValTransform, read_class_names
+from lseg_ros.tools.distributed import Ranks
 from lseg_ros.tools.metrics import ConfusionMatrix
 from lseg_ros.tools.train_setup import (
-    _TorchData, build_model, folder_items, param_groups, zero_shot_items_fold, zero_shot_items_folder)
+    INPUTS, PATH_INPUTS, STATE_VERSION, _TorchData, build_model, build_parser, folder_items, param_groups,
+    read_state, resolve_amp, resolve_resume, zero_shot_items_fold, zero_shot_items_folder)
 
 log = logging.getLogger(__name__)
-
-STATE_VERSION = 1
 
 
 @dataclass
@@ -61,23 +68,34 @@ class TrainOptions:
     crop_size: int = 480
     ignore_index: int = 255
     seed: int = 0
-    amp: str = "off"
+    amp: str = "off"            # off, fp16, bf16; "auto" is resolved by the Trainer for its device
     zero_shot: bool = False
     class_names: list = field(default_factory=list)
 
 
 # ---- the loop -----------------------------------------------------------------------------
+def _collate(samples, crop: int):
+    """DataLoader's own batching; a rank's empty part of a short last batch becomes an empty batch."""
+    if samples:
+        return torch.utils.data.default_collate(samples)
+    return (torch.empty(0, 3, crop, crop), torch.empty(0, crop, crop, dtype=torch.long),
+            torch.empty(0, dtype=torch.long))
+
+
 class Trainer:
+    """One process's training; ``ranks`` (distributed.start) makes it one of several under torchrun."""
+
     def __init__(self, net, train_data, opts: TrainOptions, output: Path, device: str = "cpu",
-                 val_data=None, workers: int = 0, inputs: dict | None = None) -> None:
+                 val_data=None, workers: int = 0, inputs: dict | None = None, ranks: Ranks | None = None) -> None:
         from lseg_ros.model.text import encode_label_set
 
         self.net, self.opts, self.output = net, opts, Path(output)
-        self.device = torch.device(device)
+        self.ranks = ranks or Ranks(device=torch.device(device))
+        self.device = self.ranks.device
+        distributed.split_batch(opts.batch_size, self.ranks.world_size)
         self.train_data, self.val_data, self.workers = train_data, val_data, workers
         self.inputs = dict(inputs or {})   # data paths, remembered for --resume
-        if opts.amp != "off" and self.device.type != "cuda":
-            raise ToolError(f"--amp {opts.amp} needs a CUDA device (got {device})")
+        opts.amp = resolve_amp(opts.amp, self.device)
         # Encode the label texts once (frozen text encoder); "a|b" alternatives are averaged.
         texts = list(opts.class_names)
         if opts.zero_shot:
@@ -88,6 +106,7 @@ class Trainer:
         lr = opts.base_lr / 16 * opts.batch_size
         self.optimizer = torch.optim.SGD(param_groups(net, lr, opts.head_lr_mult), lr=lr,
                                          momentum=opts.momentum, weight_decay=opts.weight_decay)
+        self.model = distributed.data_parallel(net, self.ranks)      # what the training step runs
         self.iters_per_epoch = math.ceil(len(train_data) / opts.batch_size)
         self.max_iters = self.iters_per_epoch * opts.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -101,10 +120,12 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------
     def save(self, improved: bool) -> None:
+        """Rank 0 writes the run folder (the ranks hold the same weights)."""
         from lseg_ros.model import save_own
 
+        if not self.ranks.main:
+            return
         self.output.mkdir(parents=True, exist_ok=True)
-        save_own(self.net, self.output / "last.safetensors")
         if improved:
             save_own(self.net, self.output / "best.safetensors")
         state = {"version": STATE_VERSION, "options": asdict(self.opts), "epoch": self.epoch,
@@ -112,9 +133,12 @@ class Trainer:
                  "inputs": json.dumps(self.inputs),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
-        tmp = self.output / "last.state.pt.part"
+        weights, tmp = self.output / "last.safetensors", self.output / "last.state.pt.part"
+        save_own(self.net, weights.with_name("last.safetensors.next"))
         torch.save(state, tmp)
-        os.replace(tmp, self.output / "last.state.pt")   # the weights and state move together
+        # both files written first, then renamed together: an interruption leaves a consistent pair
+        os.replace(weights.with_name("last.safetensors.next"), weights)
+        os.replace(tmp, self.output / "last.state.pt")
         (self.output / "history.json").write_text(json.dumps(self.history, indent=1))
         plot_curves(self.history, self.output / "curves.png")
 
@@ -159,58 +183,89 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.float16 if self.opts.amp == "fp16" else torch.bfloat16)
 
-    def _logits(self, x, cls):
+    def _logits(self, x, cls, model=None):
+        model = self.net if model is None else model
         if self.opts.zero_shot:
             # per sample exactly the labels ['others', c] (docs/model.md §1.8): a (B, 2, D) text batch, so a
             # spatial block (which mixes labels) sees what the reference's forward would.
             idx = torch.stack([torch.zeros_like(cls), cls + 1], 1).to(self.text.device)
-            return self.net(x, self.text[idx])
-        return self.net(x, self.text)
+            return model(x, self.text[idx])
+        return model(x, self.text)
+
+    def _loss(self, logits, y):
+        """(what to backpropagate, the global batch's mean loss). One process: CrossEntropyLoss as the
+        reference. Several: this rank's pixel-loss sum over the labelled pixels of all ranks, times the
+        world size, since DDP averages the gradients of the ranks."""
+        if not self.ranks.launched:
+            loss = self.criterion(logits, y)
+            return loss, loss.item()
+        total = F.cross_entropy(logits, y, ignore_index=self.opts.ignore_index, reduction="sum")
+        sums = distributed.all_sum(torch.stack([total.detach().double(),
+                                                (y != self.opts.ignore_index).sum().double()]), self.ranks)
+        return total * (self.ranks.world_size / sums[1]), (sums[0] / sums[1]).item()
 
     def _num_classes(self) -> int:
         return 2 if self.opts.zero_shot else len(self.opts.class_names)
 
     def _loader(self, data, shuffle: bool, epoch: int):
+        """This rank's part of each global batch; the order depends on (seed, epoch) alone."""
         g = torch.Generator().manual_seed(self.opts.seed * 100003 + epoch)
         if hasattr(data.transform, "epoch"):
             data.transform.epoch = epoch
-        return torch.utils.data.DataLoader(data, batch_size=self.opts.batch_size, shuffle=shuffle, generator=g,
-                                           num_workers=self.workers, drop_last=False)
+        sampler = distributed.GlobalBatchSampler(len(data), self.opts.batch_size, self.ranks, g if shuffle else None)
+        return torch.utils.data.DataLoader(data, batch_sampler=sampler, generator=g, num_workers=self.workers,
+                                           collate_fn=functools.partial(_collate, crop=self.opts.crop_size))
+
+    def step(self, x, y, cls) -> tuple[float, torch.Tensor]:
+        """One optimisation step on this rank's part of a global batch: (global mean loss, logits)."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with self._autocast():
+            logits = self._logits(x, cls, self.model)
+        loss, value = self._loss(logits.float(), y)
+        if not math.isfinite(value):        # the same value on every rank: all of them stop here
+            raise ToolError(f"loss is {value} at iteration {self.iteration}: lower --base-lr or turn --amp off")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.iteration += 1
+        return value, logits
+
+    def _reduced(self, cm: ConfusionMatrix, samples: int, prefix: str) -> dict:
+        cm.matrix = distributed.all_sum(cm.matrix, self.ranks)
+        return {f"{prefix}miou": cm.miou(), f"{prefix}pixel_accuracy": cm.pixel_accuracy(),
+                f"{prefix}rank_samples": [int(n) for n in distributed.all_gather(samples, self.ranks)]}
 
     def train_epoch(self) -> dict:
         self.net.train()
         cm = ConfusionMatrix(self._num_classes(), self.opts.ignore_index)
-        losses = []
+        losses, samples = [], 0
         loader = self._loader(self.train_data, True, self.epoch)
-        bar = progress(loader, total=len(loader), desc=f"epoch {self.epoch + 1}/{self.opts.epochs}", unit="it")
+        bar = progress(loader, total=len(loader), desc=f"epoch {self.epoch + 1}/{self.opts.epochs}", unit="it",
+                       enabled=self.ranks.main)
         for x, y, cls in bar:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self._autocast():
-                logits = self._logits(x, cls)
-            loss = self.criterion(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise ToolError(f"loss is {loss.item()} at iteration {self.iteration}: lower --base-lr "
-                                "or turn --amp off")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.iteration += 1
-            losses.append(loss.item())
+            value, logits = self.step(x, y, cls)
+            losses.append(value)
+            samples += len(x)
             cm.update(logits.argmax(1).cpu().numpy(), y.cpu().numpy(), "training batch")
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-        return {"loss": float(np.mean(losses)), "train_miou": cm.miou(), "train_pixel_accuracy": cm.pixel_accuracy()}
+            lr = self.scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+            log.debug("iteration %d: loss %r, lr %.6g", self.iteration, value, lr)
+        return {"loss": float(np.mean(losses)), **self._reduced(cm, samples, "train_")}
 
     @torch.no_grad()
     def validate(self) -> dict:
         self.net.eval()
         cm = ConfusionMatrix(self._num_classes(), self.opts.ignore_index)
+        samples = 0
         for x, y, cls in self._loader(self.val_data, False, 0):
-            with self._autocast():
-                logits = self._logits(x.to(self.device), cls)
-            cm.update(logits.argmax(1).cpu().numpy(), y.numpy(), "validation batch")
-        return {"val_miou": cm.miou(), "val_pixel_accuracy": cm.pixel_accuracy()}
+            if len(x):
+                with self._autocast():
+                    logits = self._logits(x.to(self.device), cls)
+                cm.update(logits.argmax(1).cpu().numpy(), y.numpy(), "validation batch")
+                samples += len(x)
+        return self._reduced(cm, samples, "val_")
 
     def fit(self, stop_after: int | None = None) -> list[dict]:
         """Train up to ``opts.epochs`` (or ``stop_after`` more epochs), saving after each."""
@@ -221,7 +276,8 @@ class Trainer:
             if self.val_data is not None:
                 row.update(self.validate())
             self.epoch += 1
-            row.update(iteration=self.iteration, seconds=round(time.monotonic() - t0, 2))
+            row.update(iteration=self.iteration, world_size=self.ranks.world_size,
+                       seconds=round(time.monotonic() - t0, 2))
             self.history.append(row)
             score = row.get("val_miou", row["train_miou"])
             improved = not math.isnan(score) and score > self.best
@@ -253,108 +309,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 # ---- CLI ----------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lseg-train",
-        description="Fine-tune LSeg (image encoder trained, CLIP text encoder frozen), as the reference "
-                    "trains (docs/model.md §4.1).",
-        epilog="examples:\n"
-               "  lseg-train --data mydata/ --weights demo_e200.ckpt --epochs 20 -o runs/a\n"
-               "  lseg-train --data mydata/ --config rn101 --backbone-weights resnet101.pth \\\n"
-               "      --text-weights clip_vitb32.pt -o runs/b\n"
-               "  lseg-train --resume runs/a            # continue where it stopped\n"
-               "  lseg-train --zero-shot --benchmark pascal --fold 0 --data VOCROOT --splits hsnet/splits \\\n"
-               "      --weights fss_rn101.ckpt -o runs/zs0",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, help="training data: folder dataset (images/, masks/, classes.*) "
-                                             "or, with --benchmark, the HSNet data root")
-    p.add_argument("--val-data", type=Path, help="validation folder dataset (same classes)")
-    p.add_argument("--classes", type=Path, help="class-name file overriding DATA/classes.*")
-    p.add_argument("-o", "--output", type=Path, help="run folder (checkpoints, history, curves)")
-    p.add_argument("--resume", type=Path, help="run folder or last.state.pt to continue")
-    g = p.add_argument_group("initialisation")
-    g.add_argument("-w", "--weights", type=Path, help="released .ckpt or own .safetensors to start from")
-    g.add_argument("--config", help=f"named architecture with random init ({', '.join(NAMES)})")
-    g.add_argument("--backbone-weights", type=Path, help="ImageNet backbone weights (timm ViT / torchvision ResNet)")
-    g.add_argument("--text-weights", type=Path,
-                   help="CLIP ViT-B/32 weights for the (frozen) text tower: a state dict (open_clip "
-                        "ViT-B-32-quickgelu, safetensors or torch file; not OpenAI's TorchScript .pt) "
-                        "or a released LSeg .ckpt / own .safetensors (its CLIP part)")
-    g = p.add_argument_group("optimisation (lr, its split, decay, crop: the reference's defaults; epochs and "
-                             "batch are for fine-tuning, the reference ran 240 epochs at batch 1x2 accumulated)")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", type=int, default=4, help="the reference's commented-out variant uses 4")
-    g.add_argument("--base-lr", type=float, default=0.004, help="lr = base_lr/16*batch; head x10")
-    g.add_argument("--head-lr-mult", type=float, default=10.0)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--crop-size", type=int, default=480, help="multiple of 32")
-    g.add_argument("--ignore-index", type=int, default=255)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off", help="mixed precision (CUDA only)")
-    g.add_argument("--device", default=None, help="cpu (default) or cuda[:N]; a resumed run keeps its own")
-    g.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    g.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable or mismatched samples")
-    g = p.add_argument_group("zero-shot (2-way 'others' vs class)")
-    g.add_argument("--zero-shot", action="store_true")
-    g.add_argument("--benchmark", choices=("pascal", "coco"), help="train on this benchmark's fold split")
-    g.add_argument("--fold", type=int, default=None, help="0..3 (default 0)")
-    g.add_argument("--splits", type=Path, help="HSNet data/splits folder")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
-
-
-_PATH_INPUTS = ("data", "val_data", "classes", "splits")
-_INPUTS = _PATH_INPUTS + ("benchmark", "fold", "device")
-
-
-_STATE_KEYS = ("version", "options", "epoch", "iteration", "best", "history", "optimizer", "scheduler",
-               "scaler", "torch_rng")
-
-
-def read_state(state_path: Path) -> dict:
-    """A run's last.state.pt, checked; ``ToolError`` naming the file if unreadable or damaged."""
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated/corrupt/foreign: RuntimeError, UnpicklingError, EOFError...
-        raise ToolError(f"{state_path}: cannot read the training state ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict):
-        raise ToolError(f"{state_path}: not a training state (holds a {type(state).__name__})")
-    if state.get("version") != STATE_VERSION:
-        raise ToolError(f"{state_path}: state version {state.get('version')} != {STATE_VERSION}")
-    missing = [k for k in _STATE_KEYS if k not in state]
-    if missing or not isinstance(state["options"], dict):
-        raise ToolError(f"{state_path}: damaged training state (missing {missing or ['options']})")
-    return state
-
-
-def _resolve_resume(args) -> None:
-    """``--resume DIR`` alone: take the options and output folder from the saved state; the
-    network is built from the run's last.safetensors (once: Trainer.resume does not reload it)."""
-    state_path = args.resume / "last.state.pt" if args.resume.is_dir() else args.resume
-    if not state_path.is_file():
-        raise ToolError(f"{state_path}: no training state to resume")
-    state = read_state(state_path)
-    saved = state["options"]
-    args.output = args.output or state_path.parent
-    for k, v in json.loads(state.get("inputs", "{}")).items():
-        if getattr(args, k, None) is None and v is not None:
-            setattr(args, k, Path(v) if k in _PATH_INPUTS else v)
-    for k in ("epochs", "batch_size", "base_lr", "head_lr_mult", "weight_decay", "crop_size",
-              "ignore_index", "seed", "amp", "zero_shot"):
-        if getattr(args, k) == build_parser().get_default(k) and k in saved:
-            setattr(args, k, saved[k])
-    for k in ("weights", "config", "backbone_weights", "text_weights"):
-        if getattr(args, k) is not None:
-            log.warning("--resume continues from %s: --%s ignored", state_path.with_name("last.safetensors"),
-                        k.replace("_", "-"))
-        setattr(args, k, None)
-    args.weights = state_path.with_name("last.safetensors")
-
-
 @cli
 def _run(args) -> int:
     if args.resume:
-        _resolve_resume(args)
+        resolve_resume(args)
     if args.output is None:
         raise ToolError("give -o/--output RUN_FOLDER")
     if args.data is None:
@@ -364,7 +322,18 @@ def _run(args) -> int:
         raise ToolError(f"--crop-size must be a multiple of 32, got {args.crop_size}")
     if args.benchmark and not args.zero_shot:
         raise ToolError("--benchmark trains the zero-shot fold protocol: add --zero-shot")
+    distributed.split_batch(args.batch_size, distributed.world_size())
+    with distributed.session(args.device, args.dist_timeout) as ranks:
+        return _train(args, ranks)
+
+
+def _train(args, ranks: Ranks) -> int:
     net = build_model(args)
+    if args.grad_checkpoint:
+        if net.config.backbone != "vit":
+            raise ToolError("--grad-checkpoint recomputes the ViT blocks; the ResNet backbone has none (a second "
+                            "run of its batch norm would count the statistics twice)")
+        net.pretrained.set_grad_checkpointing()
     mean, std = net.config.mean, net.config.std
     transform = TrainTransform(args.crop_size, args.ignore_index, seed=args.seed)
     if args.benchmark:
@@ -391,17 +360,17 @@ def _run(args) -> int:
                         head_lr_mult=args.head_lr_mult, weight_decay=args.weight_decay, crop_size=args.crop_size,
                         ignore_index=args.ignore_index, seed=args.seed, amp=args.amp, zero_shot=args.zero_shot,
                         class_names=list(names))
-    inputs = {k: (str(getattr(args, k)) if k in _PATH_INPUTS and getattr(args, k) is not None
-                  else getattr(args, k)) for k in _INPUTS}
-    trainer = Trainer(net, train, opts, args.output, args.device, val, args.workers, inputs=inputs)
+    inputs = {k: (str(getattr(args, k)) if k in PATH_INPUTS and getattr(args, k) is not None
+                  else getattr(args, k)) for k in INPUTS}
+    trainer = Trainer(net, train, opts, args.output, val_data=val, workers=args.workers, inputs=inputs, ranks=ranks)
     if args.resume:
         trainer.resume(args.resume, load_weights=False)   # build_model loaded its last.safetensors
     elif (args.output / "last.state.pt").exists():
         raise ToolError(f"{args.output} holds a run already: --resume {args.output}, or choose a new folder")
     trainer.fit()
-    last = trainer.history[-1] if trainer.history else {}
-    print(json.dumps(last))
-    print(f"checkpoints in {args.output} (last.safetensors, best.safetensors); curves: {args.output / 'curves.png'}")
+    if ranks.main:
+        print(json.dumps(trainer.history[-1] if trainer.history else {}))
+        print(f"checkpoints in {args.output} (last.safetensors, best.safetensors); curves: {args.output / 'curves.png'}")
     return 0
 
 
