@@ -84,23 +84,42 @@ def parse_label_args(values: Sequence[str] | None, labels_file: Path | None) -> 
     return labels
 
 
+def net_settings(weights: Path | None = None, config: str | None = None, device: str = "cpu",
+                 spatial_block=None, block_depth: int = 0, activation: str = "lrelu"):
+    """The tools' model options as the model library's NetSettings (model/build.py, shared with the node)."""
+    from lseg_ros.model.build import NetSettings
+
+    if weights is None and config is None:
+        raise ToolError("give --weights FILE (or --config NAME for an untrained network)")
+    if weights is not None and not Path(weights).is_file():
+        raise ToolError(f"{weights}: weights file not found (lseg-fetch downloads released ones)")
+    return NetSettings(weights=str(weights or ""), model=config or "vitl16", spatial_block=spatial_block,
+                       block_depth=block_depth, activation=activation, device=device)
+
+
 def load_net(weights: Path | None = None, config: str | None = None, device: str = "cpu",
              spatial_block=None, block_depth: int = 0, activation: str = "lrelu"):
-    """Build the network from a released/own checkpoint, or a named config with random weights."""
-    from lseg_ros.model import LSegNet
+    """The network from a released/own checkpoint (format recognised by content), or a named config
+    with random weights, through the model library's builder."""
+    from lseg_ros.model.build import BuildError, load_net as build_net
 
-    if weights is not None:
-        weights = Path(weights)
-        if not weights.is_file():
-            raise ToolError(f"{weights}: weights file not found (lseg-fetch downloads released ones)")
-        # The format (released Lightning .ckpt or own safetensors) is recognised by content.
-        return LSegNet.from_checkpoint(weights, spatial_block=spatial_block, block_depth=block_depth,
-                                       activation=activation, device=device)
-    if config is None:
-        raise ToolError("give --weights FILE (or --config NAME for an untrained network)")
-    net = LSegNet.from_config(named_config(config), device=device)
-    log.warning("config %s: random, untrained weights - results are meaningless", config)
-    return net
+    settings = net_settings(weights, config, device, spatial_block, block_depth, activation)
+    try:
+        return build_net(settings, device, log)
+    except BuildError as e:
+        raise ToolError(str(e)) from None
+
+
+def build_predictor(args: argparse.Namespace, device: str, max_side: int | None = None):
+    """A Predictor for the tools' model options (-w/--config, --precision, ...), built as the node builds its own."""
+    from lseg_ros.model.build import BuildError, build_predictor as build
+    from lseg_ros.model.options import PredictorOptions
+
+    settings = net_settings(args.weights, args.config, device, args.spatial_block, args.block_depth, args.activation)
+    try:
+        return build(settings, PredictorOptions(precision=args.precision, max_side=max_side), logger=log)
+    except BuildError as e:
+        raise ToolError(str(e)) from None
 
 
 def named_config(name: str):

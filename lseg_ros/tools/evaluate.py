@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from lseg_ros.tools import distributed, folds
-from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, progress
+from lseg_ros.tools.common import ToolError, add_common_args, build_predictor, cli, progress
 from lseg_ros.tools.data import DataError, FolderDataset, read_class_names, read_pair
 from lseg_ros.tools.distributed import Ranks
 from lseg_ros.tools.metrics import ConfusionMatrix, FewShotMeter, plot_confusion
@@ -191,10 +191,7 @@ def _run(args) -> int:
 
 
 def _evaluate(args, ranks: Ranks) -> int:
-    from lseg_ros.model import Predictor
-
-    net = load_net(args.weights, args.config, ranks.device, args.spatial_block, args.block_depth, args.activation)
-    predictor = Predictor(net, device=ranks.device, precision=args.precision, max_side=args.max_side)
+    predictor = build_predictor(args, str(ranks.device), args.max_side)
     if args.benchmark:
         if args.splits is None:
             raise ToolError("--benchmark needs --splits (HSNet's data/splits folder)")

@@ -21,7 +21,7 @@ import numpy as np
 
 from lseg_ros import imaging
 from lseg_ros.tools import bag3d, bagio
-from lseg_ros.tools.common import ToolError, add_common_args, cli, load_net, parse_label_args, progress
+from lseg_ros.tools.common import ToolError, add_common_args, build_predictor, cli, parse_label_args, progress
 from lseg_ros.tools.data import IMAGE_EXTS, DataError, read_image
 
 log = logging.getLogger(__name__)
@@ -325,16 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_segmenter(args, labels: list[str]) -> Segmenter:
-    from lseg_ros.model import Predictor
-
-    net = load_net(args.weights, args.config, args.device, args.spatial_block, args.block_depth,
-                   args.activation)
-    pred = Predictor(net, device=args.device, precision=args.precision, max_side=args.max_side)
+    pred = build_predictor(args, args.device, args.max_side)
     label_set = pred.encode_labels(labels)
     kwargs = {"protocol": "reference"} if args.multiscale else {}
     return Segmenter(lambda rgb, **kw: pred.predict(rgb, label_set, channel_order="rgb", **kwargs, **kw),
                      len(labels), args.min_confidence, list(label_set.names), not args.no_legend,
-                     banner=imaging.UNTRAINED_BANNER if net.untrained else None)
+                     banner=imaging.UNTRAINED_BANNER if pred.net.untrained else None)
 
 
 @cli
