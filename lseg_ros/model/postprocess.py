@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -199,11 +199,21 @@ class FusedSummary:
 
     def __init__(self, compile: bool) -> None:
         self._compiled = torch.compile(summarize_low_fused, dynamic=None) if compile else None
+        self._indices: Dict[Tuple, torch.Tensor] = {}  # label indices on the device, made once (a copy syncs)
+
+    def _index(self, wanted: List[int], device: torch.device) -> torch.Tensor:
+        key = (str(device), *wanted)
+        index = self._indices.get(key)
+        if index is None:
+            if len(self._indices) > 64:
+                self._indices.clear()
+            index = self._indices[key] = torch.tensor(wanted + [0] * max(0, 2 - len(wanted)), device=device)
+        return index
 
     def __call__(self, low: torch.Tensor, size: Tuple[int, int, int, int], prob_index: Optional[List[int]]) -> DeviceResult:
         h, w, rh, rw = size
         wanted = list(prob_index or [])
-        index = torch.tensor(wanted + [0] * max(0, 2 - len(wanted)), device=low.device)
+        index = self._index(wanted, low.device)
         args = (low.float(), rh, rw, h, w, index)
         out = None
         if self._compiled is not None:

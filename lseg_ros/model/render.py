@@ -10,6 +10,7 @@ images: class ids equal, overlays within one level (rounding), tested in test/te
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Optional
 
@@ -44,6 +45,16 @@ class RenderRequest:
         return not self.class_ids and self.overlay is None
 
 
+@functools.lru_cache(maxsize=8)
+def _color_table(colors: bytes, n: int, alpha: float, device: str) -> "torch.Tensor":
+    """(n + 1, 3) float32 colours x alpha on `device`, the last row (unlabeled) zero: made once per
+    palette, label count and alpha, not per frame (a host-to-device copy waits for the device)."""
+    import torch
+    table = torch.zeros(n + 1, 3, dtype=torch.float32)
+    table[:n] = torch.from_numpy(np.frombuffer(colors, np.uint8).reshape(n, 3).astype(np.float32)) * alpha
+    return table.to(device)
+
+
 def render_device(mask: "torch.Tensor", confidence: "torch.Tensor", frame: "torch.Tensor", order: str, n: int,
                   request: RenderRequest) -> Dict[str, "torch.Tensor"]:
     """Tensor version (any device; the GPU path). mask (H, W) label index, confidence (H, W) float32,
@@ -61,8 +72,8 @@ def render_device(mask: "torch.Tensor", confidence: "torch.Tensor", frame: "torc
     if request.overlay is not None:
         style = request.overlay
         rgb = frame if order == "rgb" else frame.flip(-1)
-        table = torch.zeros(n + 1, 3, dtype=torch.float32, device=frame.device)
-        table[:n] = torch.as_tensor(np.asarray(style.colors, np.float32)[:n], device=frame.device) * style.alpha
+        colors = np.ascontiguousarray(style.colors[:n], np.uint8)
+        table = _color_table(colors.tobytes(), n, style.alpha, str(frame.device))
         labeled = ids < n
         color = table[torch.where(labeled, ids, n)]
         blended = (rgb.float() * (1.0 - style.alpha) + color).round_().clamp_(0, 255).to(torch.uint8)
