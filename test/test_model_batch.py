@@ -181,18 +181,26 @@ def test_features_in_a_batch_follow_each_frame(pred):
     assert alone.features.shape == outs[1].features.shape
 
 
-def test_banded_upsampling_equals_upsample_then_summarize():
-    """The CPU path never builds full-size logits: bands of rows, interpolated as F.interpolate does."""
+@pytest.mark.parametrize("resized", [False, True])
+def test_banded_upsampling_equals_upsample_then_summarize(resized):
+    """The CPU path never builds full-size logits: bands of rows, interpolated as F.interpolate does,
+    also for a frame shrunk for the network (x2 upsampling, crop, then resize to the frame's size)."""
     from lseg_ros.model.postprocess import summarize_upsampled
     g = torch.Generator().manual_seed(1)
-    for n, (h, w), crop in [(3, (12, 16), (24, 32)), (150, (30, 40), (59, 77)), (7, (1, 5), (2, 9))]:
+    for n, (h, w), crop, out in [(3, (12, 16), (24, 32), (61, 83)), (150, (30, 40), (59, 77), (120, 154)),
+                                 (7, (1, 5), (2, 9), (5, 23)), (4, (16, 16), (32, 20), (257, 161))]:
+        out = out if resized else crop
         low = torch.randn(n, h, w, generator=g) * 4
-        full = F.interpolate(low[None], scale_factor=2, mode="bilinear", align_corners=True)[0, :, :crop[0], :crop[1]]
+        full = F.interpolate(low[None], scale_factor=2, mode="bilinear", align_corners=True)[:, :, :crop[0], :crop[1]]
+        if resized:
+            full = F.interpolate(full, size=out, mode="bilinear", align_corners=False)
+        full = full[0]
         a = summarize(full, want_probs=[0, n - 1])
-        b = summarize_upsampled(low, crop, want_probs=[0, n - 1], band_elements=n * crop[1] * 3)  # 3-row bands
+        b = summarize_upsampled(low, crop, want_probs=[0, n - 1], band_elements=n * out[1] * 3,  # 3-row bands
+                                out_size=out)
         top2 = full.topk(min(2, n), dim=0).values
-        decided = (top2[0] - top2[-1] > 1e-4) if n > 1 else torch.ones(crop, dtype=torch.bool)
-        assert b.mask.shape == crop and torch.equal(a.mask[decided], b.mask[decided])
+        decided = (top2[0] - top2[-1] > 1e-4) if n > 1 else torch.ones(out, dtype=torch.bool)
+        assert b.mask.shape == out and torch.equal(a.mask[decided], b.mask[decided])
         torch.testing.assert_close(b.confidence, a.confidence, atol=1e-5, rtol=0)
         torch.testing.assert_close(b.stats, a.stats, atol=1e-4, rtol=0)
         torch.testing.assert_close(b.probs, a.probs, atol=1e-5, rtol=0)

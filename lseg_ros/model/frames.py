@@ -34,14 +34,20 @@ def check_order(channel_order: str) -> None:
         raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
 
 
-def normalize(x: torch.Tensor, mean, std, channel_order: str) -> torch.Tensor:
-    """(H, W, 3) uint8 tensor -> (1, 3, H, W) float32 ``(x/255 - mean) / std`` (same device)."""
-    x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+def normalize(x: torch.Tensor, mean, std, channel_order: str,
+              size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """(H, W, 3) uint8 tensor -> (1, 3, H, W) float32 ``(x/255 - mean) / std`` (same device), resized to
+    `size` first when given (bilinear, antialiased). The resize runs on the 0..255 values and the
+    normalisation after it, on the smaller image: the same result (both are linear and the resize's
+    weights sum to 1), fewer passes over a large frame."""
+    x = x.permute(2, 0, 1).unsqueeze(0).float()
     if channel_order == "bgr":
         x = x.flip(1)
+    if size is not None and tuple(size) != tuple(x.shape[2:]):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x / 255.0 - mean) / std
 
 
 def normalize_image(image: np.ndarray, mean, std, device=None, channel_order: str = "rgb") -> torch.Tensor:
@@ -94,11 +100,9 @@ class BatchBuilder:
                  input_size: Optional[Tuple[int, int]]) -> Tuple[torch.Tensor, List[FrameSize]]:
         sizes, run = [], []
         for t, order in zip(frames, orders):
-            x = normalize(t, self.mean, self.std, order)
-            h, w = x.shape[2:]
+            h, w = t.shape[:2]
             rh, rw = fit(h, w, max_side, input_size)
-            if (rh, rw) != (h, w):
-                x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+            x = normalize(t, self.mean, self.std, order, (rh, rw))
             sizes.append((h, w, rh, rw))
             run.append(x)
         ph, pw = input_size or (ceil32(max(s[2] for s in sizes)), ceil32(max(s[3] for s in sizes)))

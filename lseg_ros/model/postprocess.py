@@ -136,39 +136,65 @@ def summarize(logits: torch.Tensor, want_probs: WantProbs = False) -> DeviceResu
     return acc.result()
 
 
+def _source_rows(y0: int, y1: int, size_in: int, size_out: int, align_corners: bool):
+    """Rows y0..y1-1 of a bilinear resize from size_in to size_out rows: (i0, i1, frac) as torch computes
+    them (float32 scale; align_corners=False clamps negative sources to 0)."""
+    y = torch.arange(y0, y1, dtype=torch.float32)
+    if align_corners:
+        src = y * torch.tensor((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0, dtype=torch.float32)
+    else:
+        src = ((y + 0.5) * torch.tensor(size_in / size_out, dtype=torch.float32) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=size_in - 1)
+    return i0, (i0 + 1).clamp(max=size_in - 1), src - i0.float()
+
+
+def _blend(i0: torch.Tensor, i1: torch.Tensor, frac: torch.Tensor, first: int, width: int) -> torch.Tensor:
+    """(rows x width) matrix with two weights per row: 1 - frac at column i0 - first, frac at i1 - first."""
+    m = torch.zeros(len(i0), width)
+    at = torch.arange(len(i0))
+    m[at, i0 - first] += 1 - frac
+    m[at, i1 - first] += frac
+    return m
+
+
 def summarize_upsampled(low: torch.Tensor, crop: Tuple[int, int], want_probs: WantProbs = False,
-                        band_elements: int = 1 << 20) -> DeviceResult:
+                        band_elements: int = 1 << 20, out_size: Optional[Tuple[int, int]] = None) -> DeviceResult:
     """Half-resolution logits (N, h, w) -> the results of their x2 bilinear upsampling
-    (align_corners=True, as `LSegNet.score`) cropped to `crop` = (rh, rw), computed in bands of
-    output rows: the full-resolution logits never exist, each band's temporaries stay in the
-    CPU's cache. The interpolation is separable, as F.interpolate's: along the width by
-    F.interpolate, then between two rows (a small matmul). At 150 labels, 480x640: 0.21-0.33 s against
-    0.26-0.43 s for upsampling first and summarizing (python -m benchmarks cpu_model post)."""
+    (align_corners=True, as `LSegNet.score`) cropped to `crop` = (rh, rw) and, for a frame that was shrunk
+    for the network, resized to `out_size` (bilinear, align_corners=False), computed in bands of output
+    rows: the full-resolution logits never exist, each band's temporaries stay in the CPU's cache, and the
+    cost per output pixel is the same at any frame size. Both interpolations are separable, as
+    F.interpolate's: along the width by F.interpolate on whole rows, between rows by one small matrix per
+    band (the two row blends composed). At 150 labels, 480x640: 0.21-0.33 s against 0.26-0.43 s for
+    upsampling first and summarizing (python -m benchmarks cpu_model post)."""
     n, h, w = low.shape
     big_h, big_w = 2 * h, 2 * w
     rh, rw = crop
+    oh, ow = out_size or crop
     if not (0 < rh <= big_h and 0 < rw <= big_w):
         raise ValueError(f"crop {crop} outside the upsampled size {(big_h, big_w)}")
     low = low.float()
-    acc = _Accumulator(n, rh, rw, low.device, prob_indices(want_probs, n))
-    scale = torch.tensor((h - 1) / (big_h - 1), dtype=torch.float32)  # as torch computes it
-    rows = max(1, band_elements // max(1, n * rw))
-    for y0 in range(0, rh, rows):
-        y1 = min(rh, y0 + rows)
-        src = torch.arange(y0, y1, dtype=torch.float32) * scale
-        i0 = src.floor().long().clamp(max=h - 1)
-        i1 = (i0 + 1).clamp(max=h - 1)
-        frac = src - i0.float()
-        r0, r1 = int(i0[0]), int(i1[-1])
+    acc = _Accumulator(n, oh, ow, low.device, prob_indices(want_probs, n))
+    rows = max(1, band_elements // max(1, n * ow))
+    for y0 in range(0, oh, rows):
+        y1 = min(oh, y0 + rows)
+        if (oh, ow) == (rh, rw):  # rows of the x2 grid directly
+            i0, i1, frac = _source_rows(y0, y1, h, big_h, align_corners=True)
+            r0, r1 = int(i0[0]), int(i1[-1])
+            blend = _blend(i0, i1, frac, r0, r1 + 1 - r0)
+        else:  # output row -> two rows of the cropped x2 grid -> two low rows each
+            u0, u1, uf = _source_rows(y0, y1, rh, oh, align_corners=False)
+            a, b = int(u0[0]), int(u1[-1])
+            i0, i1, frac = _source_rows(a, b + 1, h, big_h, align_corners=True)
+            r0, r1 = int(i0[0]), int(i1[-1])
+            blend = _blend(u0, u1, uf, a, b + 1 - a) @ _blend(i0, i1, frac, r0, r1 + 1 - r0)
         wide = F.interpolate(low[None, :, r0:r1 + 1], size=(r1 + 1 - r0, big_w), mode="bilinear",
-                             align_corners=True)[0, :, :, :rw]
-        # between two rows: a (rows x k) matrix with two weights per row, one batched matmul over the
-        # labels (gathering the rows and blending them cost 5 passes over the band)
-        blend = torch.zeros(y1 - y0, r1 + 1 - r0)
-        at = torch.arange(y1 - y0)
-        blend[at, i0 - r0] += 1 - frac
-        blend[at, i1 - r0] += frac
-        acc.add(torch.matmul(blend.to(low.device), wide), slice(y0, y1))
+                             align_corners=True)[:, :, :, :rw]
+        if ow != rw:
+            wide = F.interpolate(wide, size=(r1 + 1 - r0, ow), mode="bilinear", align_corners=False)
+        # between rows: one batched matmul over the labels (gathering the rows and blending them cost 5
+        # passes over the band)
+        acc.add(torch.matmul(blend.to(low.device), wide[0]), slice(y0, y1))
     return acc.result()
 
 

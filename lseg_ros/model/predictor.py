@@ -262,13 +262,10 @@ class Predictor:
 
     def _summarize(self, low: torch.Tensor, size: FrameSize, want_probs: WantProbs, index):
         """One frame's half-resolution logits (N, lh, lw) -> DeviceResult at the frame's resolution.
-        CPU: in bands of rows (no full-size logits) unless the frame was shrunk; GPU: one fused pass."""
+        CPU: in bands of rows (no full-size logits); GPU: one fused pass."""
         if self._summary is not None:
             return self._summary(low, size, index)
-        if size[:2] == size[2:]:
-            return summarize_upsampled(low, size[:2], want_probs)
-        full = F.interpolate(low[None], scale_factor=2, mode="bilinear", align_corners=True)
-        return summarize(_image_logits(full, size), want_probs)
+        return summarize_upsampled(low, size[2:], want_probs, out_size=size[:2])
 
     def predict_batch(self, images: Sequence[np.ndarray], labels: Union[LabelSet, Sequence[str]],
                       channel_orders: Union[str, Sequence[str]] = "rgb", want_probs: WantProbs = False,
