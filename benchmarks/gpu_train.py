@@ -105,11 +105,17 @@ class Report:
         self.base.with_suffix(".json").write_text(json.dumps(self.data, indent=1))
 
 
+def _child_env() -> dict:
+    """This environment with the repository first on PYTHONPATH (what is already there, e.g. carried
+    wheels on a GPU machine, stays)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+
+
 def run_child(a, variant: str, weights: Path, data: Path) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.gpu_train", "--one", variant, "--weights", str(weights), "--data", str(data),
            "--device", a.device, "--model", a.model, "--crop", str(a.crop), "--batch", str(a.batch),
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--amp", a.amp]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_child_env())
     if proc.returncode:
         raise SystemExit(f"{variant} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -119,7 +125,7 @@ def run_tools(a, rep: Report, weights: Path, data: Path, work: Path) -> None:
     """lseg-train and lseg-evaluate under torchrun, one process (NCCL on CUDA)."""
     model = ["--config", a.model] if a.model.startswith("tiny") else ["--weights", str(weights)]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = _child_env()
     steps = [("train", launch + ["lseg_ros.tools.train", "--data", str(data), *model, "--device", a.device,
                                  "--amp", "auto", "--crop-size", str(a.crop), "--batch-size", str(a.batch),
                                  "--epochs", "1", "-o", str(work / "run")]
