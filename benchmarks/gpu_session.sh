@@ -18,7 +18,7 @@
 # OUT gets at most 8 files: session.log, logs.tar.gz (set-up and node logs), the benchmarks' .txt/.json.
 # Settings: GPU_SESSION_DEVICE (cuda; cpu for a rehearsal), GPU_SESSION_MODEL (vitl16; tiny_vit for a
 # rehearsal), GPU_SESSION_SCENARIOS (1x200,4x60), GPU_SESSION_DURATION (16 s per scenario), GPU_SESSION_STEPS
-# ("tests bare node train"), GPU_SESSION_BUDGET (560 s), GPU_SESSION_BASE_PYTHON (/opt/torch/.venv/bin/python3,
+# ("tests bare node train"), GPU_SESSION_BUDGET (540 s), GPU_SESSION_BASE_PYTHON (/opt/torch/.venv/bin/python3,
 # else python3), GPU_SESSION_BARE_ARGS (extra gpu_fastpath arguments).
 set -uo pipefail
 OUT="${1:?usage: bash benchmarks/gpu_session.sh OUTDIR [BUNDLE]}"
@@ -28,12 +28,13 @@ mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
 DEV="${GPU_SESSION_DEVICE:-cuda}"
 MODEL="${GPU_SESSION_MODEL:-vitl16}"
 STEPS="${GPU_SESSION_STEPS:-tests bare node train}"
-BUDGET="${GPU_SESSION_BUDGET:-560}"
+BUDGET="${GPU_SESSION_BUDGET:-540}"
 PY="${GPU_SESSION_BASE_PYTHON:-/opt/torch/.venv/bin/python3}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 LOGS="$(mktemp -d)"
 T0=$SECONDS
 exec > >(tee -a "$OUT/session.log") 2>&1
+TEE_PID=$!
 say() { printf '[gpu_session %s +%3ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - T0))" "$*"; }
 left() { echo $((BUDGET - (SECONDS - T0))); }
 want() {  # want STEP NEEDED_S: the step is asked for and the budget still has NEEDED_S for it
@@ -45,6 +46,7 @@ cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo $((l > 10 ? l
 finish() {
   tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null
   say "done in $((SECONDS - T0)) s; files: $(cd "$OUT" && find . -type f | sort | tr '\n' ' ')"
+  exec 1>&- 2>&-; wait "$TEE_PID" 2>/dev/null  # session.log gets its last line before the command returns
 }
 trap finish EXIT
 say "device $DEV, model $MODEL, steps: $STEPS, budget $BUDGET s; python $PY ($("$PY" --version 2>&1)); bundle $BUNDLE"
@@ -60,30 +62,34 @@ rm -rf "$SITE"
   "$BUNDLE"/wheels/open_clip_torch-*.whl "$BUNDLE"/wheels/ftfy-*.whl "$BUNDLE"/wheels/wcwidth-*.whl \
   || say "WARNING: installing open_clip/ftfy/wcwidth from the bundle failed (the machine's own are used if any)"
 export PYTHONPATH="$ROOT:$SITE"
+# node runs the bundle's copy of the project: it must be this checkout (make_bundle.sh after the last commit).
+STALE="$(for d in lseg_ros benchmarks test; do diff -rq -x __pycache__ -x results "$ROOT/$d" "$BUNDLE/proj/$d"; done 2>&1 | head -5)"
+[ -z "$STALE" ] || say "WARNING: the bundle's proj/ differs from this checkout (node would measure other code): $STALE"
 
 if want tests 60; then
   say "tests: test/test_model_cuda.py"
-  (cd "$ROOT" && timeout -k 10 "$(cap 200)" "$PY" -m pytest -q -p no:cacheprovider test/test_model_cuda.py 2>&1 \
+  (cd "$ROOT" && timeout -k 10 "$(cap 120)" "$PY" -m pytest -q -p no:cacheprovider test/test_model_cuda.py 2>&1 \
     | tail -n 40) || say "CUDA tests FAILED (see above)"
 fi
 
 if want bare 120; then
   say "bare: gpu_fastpath"
   if [ "$DEV" = cpu ]; then BARE=(--dry-run --runs 2); else BARE=(); fi
-  (cd "$ROOT" && timeout -k 10 "$(cap 300)" "$PY" -m benchmarks gpu_fastpath --out "$OUT" --budget 170 \
-     --variants fp32,fp16+compile+graphs "${BARE[@]}" ${GPU_SESSION_BARE_ARGS:-}) || say "gpu_fastpath FAILED"
+  (cd "$ROOT" && timeout -k 10 "$(cap 200)" "$PY" -m benchmarks gpu_fastpath --out "$OUT" --budget 140 --runs 20 \
+     --variants fp16+compile+graphs "${BARE[@]}" ${GPU_SESSION_BARE_ARGS:-}) || say "gpu_fastpath FAILED"
 fi
 
 if want node 200; then
   say "node: set-up from the bundle (go.sh without bench runs)"
-  DEVRUN_RATES=" " DEVRUN_DEVICE="$DEV" DEVRUN_BUDGET=300 DEVRUN_BASE_PYTHON="$PY" \
+  DEVRUN_RATES=" " DEVRUN_DEVICE="$DEV" DEVRUN_MODEL="$MODEL" DEVRUN_BUDGET=300 DEVRUN_BASE_PYTHON="$PY" \
     timeout -k 10 "$(cap 320)" bash "$BUNDLE/go.sh" "$LOGS/setup" > /dev/null 2>&1
   VPY="$BUNDLE/proj/.venv/bin/python"
-  if ! (cd / && "$VPY" -c "import rclpy, lseg_ros.msg, torch, open_clip" 2>/dev/null); then
+  if ! (cd / && env -u PYTHONPATH "$VPY" -c "import rclpy, lseg_ros.msg, torch, open_clip" 2>/dev/null); then
     say "node set-up FAILED: $(tail -5 "$LOGS/setup/go.log" 2>/dev/null)"
   else
     say "node: bench_node, $MODEL on $DEV, input_size 480x640, scenarios ${GPU_SESSION_SCENARIOS:-1x200,4x60}"
-    (cd "$BUNDLE/proj" && timeout -k 20 -s INT "$(cap 420)" "$VPY" -m benchmarks bench_node --model "$MODEL" \
+    (cd "$BUNDLE/proj" && timeout -k 20 -s INT "$(cap 420)" env -u PYTHONPATH \
+       "$VPY" -m benchmarks bench_node --model "$MODEL" \
        --device "$DEV" --node-param input_size:=480x640 --scenarios "${GPU_SESSION_SCENARIOS:-1x200,4x60}" \
        --duration "${GPU_SESSION_DURATION:-16}" --rounds 4 --photo "$BUNDLE/voc_rgb.png" \
        --node-log "$LOGS/node.log" --json "$OUT/bench_node_${MACHINE}_$(date +%Y-%m-%d_%H%M).json") \
