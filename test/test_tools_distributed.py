@@ -222,3 +222,28 @@ def test_a_dead_rank_on_another_machine_stops_the_others(shapes, tmp_path):
             if p.poll() is None:
                 p.kill()
             p.communicate()
+
+
+def test_data_parallel_wraps_the_image_path_only(tmp_path):
+    """Inside a (one-process, gloo) group: DDP holds the backbone and decoder, not the frozen text tower
+    (neither broadcast nor bucketed), and every BatchNorm2d is the synced one, same tensors."""
+    import torch.distributed as dist
+
+    from lseg_ros.tools import distributed
+    from lseg_ros.tools.train_setup import param_groups
+
+    net = LSegNet.from_config(LSegConfig.tiny_vit())
+    param_groups(net, 0.01, 10)
+    bn = net.scratch.refinenet1.resConfUnit2.bn1
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = distributed.data_parallel(net, distributed.Ranks(launched=True))
+        names = [n for n, _ in ddp.module.named_parameters()]
+        assert names and not any(n.startswith("text.") for n in names)
+        assert {n.split(".")[0] for n in names} == {"pretrained", "scratch"}
+        synced = net.scratch.refinenet1.resConfUnit2.bn1
+        assert isinstance(synced, distributed.CpuSyncBatchNorm) and synced.weight is bn.weight
+        assert not any(type(m) is torch.nn.BatchNorm2d for m in net.modules())
+        assert ddp(torch.randn(2, 3, 64, 64), torch.randn(3, 32)).shape == (2, 3, 64, 64)
+    finally:
+        dist.destroy_process_group()
