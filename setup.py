@@ -1,6 +1,7 @@
 """pip install of the ROS-free parts of lseg_ros: the model library and the offline tools.
 
-    pip install .            # then: lseg-segment, lseg-evaluate, lseg-train, lseg-convert, lseg-fetch
+    pip install .            # then: lseg-segment, lseg-evaluate, lseg-train, lseg-convert, lseg-fetch, lseg-export
+    pip install .[onnx]      # + what lseg-export and the onnxruntime backend need (CPU build)
 
 ROS 2 users build the whole package (node, interfaces, launch files) with colcon instead: the
 package.xml build type is ament_cmake and CMakeLists.txt installs everything; colcon does not run
@@ -29,6 +30,10 @@ setup(
         "matplotlib",
         "rosbags",
     ],
+    extras_require={
+        # lseg-export and the onnxruntime backend (CPU provider); CUDA/TensorRT: onnxruntime-gpu instead
+        "onnx": ["onnx", "onnxscript", "onnxruntime"],
+    },
     entry_points={
         "console_scripts": [
             "lseg-segment=lseg_ros.tools.segment:main",
@@ -36,6 +41,7 @@ setup(
             "lseg-train=lseg_ros.tools.train:main",
             "lseg-convert=lseg_ros.tools.convert:main",
             "lseg-fetch=lseg_ros.tools.fetch:main",
+            "lseg-export=lseg_ros.tools.export:main",
         ]
     },
 )

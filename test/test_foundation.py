@@ -109,7 +109,7 @@ def test_ros_free_part_imports_without_rclpy():
     code = NO_ROS + textwrap.dedent("""
         import lseg_ros, lseg_ros.model, lseg_ros.imaging
         import lseg_ros.tools.segment, lseg_ros.tools.evaluate, lseg_ros.tools.train
-        import lseg_ros.tools.convert, lseg_ros.tools.fetch
+        import lseg_ros.tools.convert, lseg_ros.tools.fetch, lseg_ros.tools.export, lseg_ros.model.export
         bad = sorted(m for m in sys.modules if m.split('.')[0] == 'rclpy' or m in ('lseg_ros.msg', 'lseg_ros.srv'))
         assert not bad, bad
         print('OK')
@@ -128,7 +128,7 @@ def test_pip_installs_the_ros_free_part_with_console_scripts(tmp_path):
     assert (target / "lseg_ros" / "model" / "__init__.py").exists()
     assert not (target / "lseg_ros" / "node").exists(), "the ROS node is not part of the pip install"
     scripts = {p.name for p in (target / "bin").iterdir()}
-    assert {"lseg-segment", "lseg-evaluate", "lseg-train", "lseg-convert", "lseg-fetch"} <= scripts
+    assert {"lseg-segment", "lseg-evaluate", "lseg-train", "lseg-convert", "lseg-fetch", "lseg-export"} <= scripts
     code = NO_ROS + "import lseg_ros.model, lseg_ros.tools.segment; print(lseg_ros.model.__file__)"
     out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(target)!r}]\n"
                           f"import site; site.main()\n" + code],
@@ -149,9 +149,11 @@ def test_build_description_is_consistent():
         sorted(str(p.relative_to(ROOT)) for p in (ROOT / "srv").glob("*.srv"))
     for f in interfaces:
         assert f'"{f}"' in cmake, f"{f} is not listed in rosidl_generate_interfaces"
-    # Every installed executable's module exists in the source tree.
+    # Every installed executable's module exists in the source tree; pip's console scripts are colcon's too.
     for module in re.findall(r'=(lseg_ros\.[\w.]+):\w+"', cmake):
         assert (ROOT / (module.replace(".", "/") + ".py")).exists(), module
+    for script in re.findall(r'"(lseg-[\w-]+=lseg_ros\.[\w.]+:\w+)"', (ROOT / "setup.py").read_text()):
+        assert f'"bin/{script}"' in cmake, f"{script} (setup.py) is not in CMakeLists.txt's LSEG_ENTRY_POINTS"
     # Every interface field is commented: the line above it is a comment, or a field of the same
     # type under one comment (r, g, b).
     for f in interfaces:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .devices import DTYPES, Precision, resolve_device, resolve_precision
 from .fastpath import ImagePath, Uploader, convert_image_path, image_dtype, image_modules
 from .lseg import LSegNet
+from .onnx_runtime import OnnxImagePath, OnnxOptions
 from .postprocess import WantProbs, download, summarize, summarize_upsampled
 from .cpu_attention import restore_attention
 from .prepack import packed_dtype, prepack_supported, unpack_linears
@@ -122,14 +123,25 @@ class Predictor:
         Today's plain eager path (the benchmarks' baseline): precision="fp32", channels_last=False,
         prepack=False (cpu_attention only acts in bf16).
         profile: record per-stage seconds of the last call in `stage_times` (adds device syncs).
+        onnx: run the image path in ONNX Runtime from an exported file (onnx_runtime.py) instead of torch;
+            the label step and post-processing stay the same. The file must come from this net's
+            architecture and weights; its input size is the Predictor's (`input_size` may repeat it).
+            The net's torch image weights are then emptied (unless `onnx.keep_torch_weights`).
     """
 
     def __init__(self, net: LSegNet, device: Union[str, torch.device] = "cpu", precision: Precision = "auto",
                  max_side: Optional[int] = None, cache_size: int = 16, *, input_size: Optional[Tuple[int, int]] = None,
                  compile: bool = False, cuda_graphs: bool = False, channels_last: Optional[bool] = None,
                  prepack: Optional[bool] = None, cpu_attention: Optional[bool] = None,
-                 profile: bool = False) -> None:
+                 profile: bool = False, onnx: Optional[OnnxOptions] = None) -> None:
         self.device = resolve_device(device)
+        onnx_path = None
+        if onnx is not None:  # the torch path's options below become no-ops; the label step runs in fp32
+            if compile or cuda_graphs or prepack or cpu_attention or precision not in ("auto", "fp32"):
+                raise ValueError("with onnx the image path runs in ONNX Runtime: precision, compile, cuda_graphs, "
+                                 "prepack and cpu_attention are torch settings (the weights' dtype is chosen at export)")
+            onnx_path = OnnxImagePath.for_net(onnx, net, self.device, input_size)
+            precision, input_size, channels_last, prepack, cpu_attention = "fp32", onnx_path.input_size, False, False, False
         self.precision = resolve_precision(precision, self.device)
         if max_side is not None and max_side < 32:
             raise ValueError(f"max_side must be >= 32, got {max_side}")
@@ -161,10 +173,11 @@ class Predictor:
             restore_attention(image_modules(net))
         self.net = net.to(self.device).eval()
         convert_image_path(self.net, self.dtype)
-        self.image_path = ImagePath(self.net, self.device, self.dtype, channels_last=self.channels_last,
-                                    compile=compile, cuda_graphs=cuda_graphs, prepack=self.prepacked,
-                                    cpu_attention=want_attention)
-        self.cpu_attention = self.image_path.kernel_attention > 0  # False where the kernel is unavailable
+        self.image_path = onnx_path or ImagePath(self.net, self.device, self.dtype, channels_last=self.channels_last,
+                                                 compile=compile, cuda_graphs=cuda_graphs, prepack=self.prepacked,
+                                                 cpu_attention=want_attention)
+        self.backend = onnx_path.description if onnx_path else "torch"
+        self.cpu_attention = getattr(self.image_path, "kernel_attention", 0) > 0  # False where the kernel is unavailable
         self.uploader = Uploader(self.device)
         self.profile = profile
         self.stage_times: Dict[str, float] = {}
