@@ -2,7 +2,8 @@
 # Sets up a venv at the repository root: the ROS 2 wheels, PyTorch, timm, open_clip, OpenCV, the test
 # tools, lseg_ros itself with its interfaces built by CMake and installed into the venv, and, when
 # ../shared/vendor/ros2-python is present, the ROS 2 launch and command-line tools (`ros2 launch`,
-# `ros2 service`, launch_testing, ...) from that source, for the tests that run the user's commands.
+# `ros2 service`, launch_testing, ...) and vision_msgs from that source, for the tests that run the
+# user's commands and read lseg/label_info.
 #
 #   bash scripts/setup.sh                   # ROS 2 Kilted -> .venv (the default; CI)
 #   bash scripts/setup.sh --distro jazzy    # ROS 2 Jazzy  -> .venv-jazzy (or LSEG_ROS_DISTRO=jazzy)
@@ -91,7 +92,7 @@ t0=$SECONDS
 cmake_install lseg_ros "$ROOT" "$BUILD"
 step "built in $((SECONDS - t0)) s"
 
-# 5. The ROS 2 launch and CLI tools, from ../shared/vendor/ros2-python (its README): not on PyPI.
+# 5. The ROS 2 launch and CLI tools and vision_msgs, from ../shared/vendor/ros2-python (its README): not on PyPI.
 #    Pure Python, installed with --no-deps from a writable copy (pip builds in the source tree);
 #    composition_interfaces (imported by launch_ros) is built by the same CMake recipe as above.
 #    Stamped with a hash of the sources and requirements-ros-tools.txt.
@@ -117,8 +118,23 @@ if [ -d "$VENDOR" ]; then
     echo "$TOOLS_HASH" > "$VENV/.ros-tools-installed"
     step "ROS 2 tools installed in $((SECONDS - t0)) s"
   fi
+  # vision_msgs (the node's lseg/label_info): the same CMake recipe, stamped with a hash of its sources.
+  VM_HASH="$( (cd "$VENDOR/vision_msgs" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+              | sha256sum | cut -c1-16)"
+  if [ "$(cat "$VENV/.vision-msgs-installed" 2>/dev/null)" != "$VM_HASH" ]; then
+    step "building vision_msgs from $VENDOR/vision_msgs"
+    t0=$SECONDS
+    VM_COPY="$ROOT/build/vision_msgs-src-$DISTRO"
+    rm -rf "$VM_COPY" && mkdir -p "$VM_COPY"
+    cp -r "$VENDOR/vision_msgs/." "$VM_COPY/" && chmod -R u+w "$VM_COPY" || fail "copying $VENDOR/vision_msgs"
+    cmake_install vision_msgs "$VM_COPY" "$ROOT/build/vision_msgs-$DISTRO"
+    (cd / && "$VPY" -c 'from vision_msgs.msg import LabelInfo, VisionClass') >>"$LOG" 2>&1 \
+      || fail "the vision_msgs build does not import"
+    echo "$VM_HASH" > "$VENV/.vision-msgs-installed"
+    step "vision_msgs built in $((SECONDS - t0)) s"
+  fi
 else
-  step "no $VENDOR: ros2 launch / ros2 CLI tools not installed (their tests skip)"
+  step "no $VENDOR: ros2 launch / ros2 CLI tools and vision_msgs not installed (their tests skip)"
 fi
 
 # 6. Check from outside the source tree that the installed package and its interfaces import.

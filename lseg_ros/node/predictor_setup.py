@@ -21,6 +21,9 @@ def build_predictor(cfg: Dict[str, Any], logger) -> Any:
     import torch
 
     from lseg_ros.model import LSegConfig, LSegNet, Predictor
+    from lseg_ros.model.onnx_format import OnnxModelError
+
+    onnx = onnx_backend(cfg)  # before the weights are loaded: a bad file or setting fails in seconds
 
     if cfg["num_threads"] > 0:
         torch.set_num_threads(cfg["num_threads"])
@@ -38,32 +41,60 @@ def build_predictor(cfg: Dict[str, Any], logger) -> Any:
             t0 = time.perf_counter()
             net = LSegNet.from_checkpoint(weights, spatial_block=cfg["spatial_block"] or None,
                                           block_depth=cfg["block_depth"], activation=cfg["activation"],
-                                          device=device)
+                                          device=device if onnx is None else "cpu")  # onnx: image weights freed first
             logger.info(f"loaded weights {weights} in {time.perf_counter() - t0:.1f} s")
         else:
             net = LSegNet.from_config(getattr(LSegConfig, cfg["model"])(), device=device)
             logger.warning(f"NO WEIGHTS (parameter 'weights' is empty): the {cfg['model']} network is UNTRAINED, "
                            "its masks are meaningless. Set weights: /path/to/demo_e200.ckpt (or the "
                            "project's .safetensors) for real segmentation.")
-        opts = fast_path_options(cfg, device)
+        opts = fast_path_options(cfg, device, onnx is not None)
         predictor = Predictor(net, device=device, precision=cfg["precision"], max_side=cfg["max_side"] or None,
                               input_size=opts["input_size"], compile=opts["compile"],
-                              cuda_graphs=opts["cuda_graphs"])
+                              cuda_graphs=opts["cuda_graphs"], onnx=onnx)
+        if onnx is not None:
+            logger.info(f"image path: {predictor.backend}, input size {predictor.input_size or 'per batch'}")
+            if predictor.image_path.provider != "CPUExecutionProvider" and predictor.input_size:
+                opts["warmup"] = tuple(range(1, max(1, len(cfg["image_topics"])) + 1))  # TensorRT builds its engine
         if opts["warmup"]:
             t0 = time.perf_counter()
             predictor.warmup(batch_sizes=opts["warmup"])
-            logger.info(f"fast path ({', '.join(k for k in ('compile', 'cuda_graphs') if opts[k])}) warmed up at "
-                        f"{opts['input_size'][0]}x{opts['input_size'][1]} for batch sizes {list(opts['warmup'])} "
-                        f"in {time.perf_counter() - t0:.1f} s")
+            what = ", ".join(k for k in ("compile", "cuda_graphs") if opts[k]) or predictor.backend
+            logger.info(f"fast path ({what}) warmed up at {predictor.input_size[0]}x{predictor.input_size[1]} for "
+                        f"batch sizes {list(opts['warmup'])} in {time.perf_counter() - t0:.1f} s")
         return predictor
     except StartupError:
         raise
+    except OnnxModelError as e:
+        raise StartupError(f"backend onnxruntime, onnx_model {cfg['onnx_model']!r}: {e}") from e
     except Exception as e:  # CheckpointError, ValueError (precision/device), OSError, torch errors
         what = f"cannot load weights {weights!r}" if weights else f"cannot build model {cfg['model']!r}"
         raise StartupError(f"{what}: {type(e).__name__}: {e}") from e
 
 
-def fast_path_options(cfg: Dict[str, Any], device: str) -> Dict[str, Any]:
+def onnx_backend(cfg: Dict[str, Any]):
+    """`backend: onnxruntime` -> the OnnxOptions, after the checks that need no weights (onnxruntime
+    installed, the file and its description, the providers, the engine cache directory); None for torch."""
+    if cfg["backend"] != "onnxruntime":
+        return None
+    if not cfg["onnx_model"]:
+        raise StartupError("backend onnxruntime needs onnx_model: the model.onnx written by lseg-export")
+    if not cfg["weights"]:
+        raise StartupError("backend onnxruntime needs weights: the checkpoint the ONNX file was exported from "
+                           "(its text tower encodes the labels)")
+    from lseg_ros.model.onnx_format import OnnxModelError
+    from lseg_ros.model.onnx_runtime import OnnxOptions, preflight
+
+    options = OnnxOptions(os.path.expanduser(cfg["onnx_model"]), tuple(cfg["providers"]), cfg["trt_engine_cache"],
+                          threads=cfg["num_threads"])
+    try:
+        preflight(options)
+    except OnnxModelError as e:
+        raise StartupError(f"backend onnxruntime, onnx_model {cfg['onnx_model']!r}: {e}") from e
+    return options
+
+
+def fast_path_options(cfg: Dict[str, Any], device: str, onnx: bool = False) -> Dict[str, Any]:
     """The Predictor's fast-path arguments for the `fast_path` and `input_size` parameters on `device`:
     {compile, cuda_graphs, input_size, warmup: batch sizes to warm up at configure (() = none)}.
 
