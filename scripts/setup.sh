@@ -34,6 +34,10 @@ mkdir -p "$ROOT/build"
 : > "$LOG"
 
 step() { printf '[setup] %s\n' "$*"; }
+tree_hash() {  # dir [file...]: a stamp of the files under dir (and the files named after it)
+  (cd "$1" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; shift; cat "$@" /dev/null) \
+    | sha256sum | cut -c1-16
+}
 fail() {
   printf '[setup] FAILED: %s\n' "$1" >&2
   printf '[setup] last lines of %s:\n' "$LOG" >&2
@@ -87,6 +91,10 @@ cmake_install() {  # name source-dir build-dir: the one CMake recipe for every i
   cmake --build "$3" -j "$(nproc)" >>"$LOG" 2>&1 || fail "cmake build ($1)"
   cmake --install "$3" >>"$LOG" 2>&1 || fail "cmake install ($1)"
 }
+writable_copy() {  # src dst: pip and CMake build inside their source trees, and ../shared is read-only
+  rm -rf "$2" && mkdir -p "$2"
+  cp -r "$1/." "$2/" && chmod -R u+w "$2" || fail "copying $1 to $2"
+}
 step "building lseg_ros (interfaces + Python package) into $(basename "$VENV")"
 t0=$SECONDS
 cmake_install lseg_ros "$ROOT" "$BUILD"
@@ -97,14 +105,12 @@ step "built in $((SECONDS - t0)) s"
 #    composition_interfaces (imported by launch_ros) is built by the same CMake recipe as above.
 #    Stamped with a hash of the sources and requirements-ros-tools.txt.
 if [ -d "$VENDOR" ]; then
-  TOOLS_HASH="$( (cd "$VENDOR" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum;
-                  cat "$ROOT/requirements-ros-tools.txt") | sha256sum | cut -c1-16)"
+  TOOLS_HASH="$(tree_hash "$VENDOR" "$ROOT/requirements-ros-tools.txt")"
   if [ "$(cat "$VENV/.ros-tools-installed" 2>/dev/null)" != "$TOOLS_HASH" ]; then
     step "installing the ROS 2 launch/CLI tools from $VENDOR"
     t0=$SECONDS
     COPY="$ROOT/build/ros2-vendor-$DISTRO"
-    rm -rf "$COPY" && mkdir -p "$COPY"
-    cp -r "$VENDOR/." "$COPY/" && chmod -R u+w "$COPY" || fail "copying $VENDOR to $COPY"
+    writable_copy "$VENDOR" "$COPY"
     (cd "$COPY" && "$VPY" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
       ./launch ./launch_xml ./launch_yaml ./launch_testing ./launch_pytest ./launch_ros ./ros2launch \
       ./launch_testing_ros ./ros2cli ./ros2pkg ./ros2run ./ros2topic ./ros2service ./ros2node ./ros2param \
@@ -119,15 +125,12 @@ if [ -d "$VENDOR" ]; then
     step "ROS 2 tools installed in $((SECONDS - t0)) s"
   fi
   # vision_msgs (the node's lseg/label_info): the same CMake recipe, stamped with a hash of its sources.
-  VM_HASH="$( (cd "$VENDOR/vision_msgs" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
-              | sha256sum | cut -c1-16)"
+  VM_HASH="$(tree_hash "$VENDOR/vision_msgs")"
   if [ "$(cat "$VENV/.vision-msgs-installed" 2>/dev/null)" != "$VM_HASH" ]; then
     step "building vision_msgs from $VENDOR/vision_msgs"
     t0=$SECONDS
-    VM_COPY="$ROOT/build/vision_msgs-src-$DISTRO"
-    rm -rf "$VM_COPY" && mkdir -p "$VM_COPY"
-    cp -r "$VENDOR/vision_msgs/." "$VM_COPY/" && chmod -R u+w "$VM_COPY" || fail "copying $VENDOR/vision_msgs"
-    cmake_install vision_msgs "$VM_COPY" "$ROOT/build/vision_msgs-$DISTRO"
+    writable_copy "$VENDOR/vision_msgs" "$ROOT/build/vision_msgs-src-$DISTRO"
+    cmake_install vision_msgs "$ROOT/build/vision_msgs-src-$DISTRO" "$ROOT/build/vision_msgs-$DISTRO"
     (cd / && "$VPY" -c 'from vision_msgs.msg import LabelInfo, VisionClass') >>"$LOG" 2>&1 \
       || fail "the vision_msgs build does not import"
     echo "$VM_HASH" > "$VENV/.vision-msgs-installed"

@@ -46,14 +46,11 @@ def rig(ros_env, rclpy_context, onnx_exports):
     try:
         for n in nodes.values():
             n.wait_ready(timeout=120)
-        t.pubs = {}
-        for ns in nodes:
-            for cam in CAMS:
-                t.subscribe(f"/{ns}/{cam}/lseg/mask", Image, QoSProfile(depth=50))
-                t.pubs[ns, cam] = t.node.create_publisher(Image, f"/{ns}/{cam}/image_raw", 5)
+        t.pubs = {(ns, cam): t.node.create_publisher(Image, f"/{ns}/{cam}/image_raw", 5) for ns in nodes for cam in CAMS}
         t.subscribe("/diagnostics", DiagnosticArray)
-        for key, pub in t.pubs.items():
-            wait_for(lambda: pub.get_subscription_count() > 0, 20, f"node subscribed to {key}")
+        for (ns, cam), pub in t.pubs.items():
+            t.subscribe(f"/{ns}/{cam}/lseg/mask", Image, QoSProfile(depth=50))
+            wait_for(lambda: pub.get_subscription_count() > 0, 20, f"node subscribed to /{ns}/{cam}/image_raw")
         yield nodes, t
     finally:
         t.close()
