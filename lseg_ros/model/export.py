@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fastpath import convert_image_path, image_dtype
+from .fastpath import convert_image_path, image_dtype, image_modules
 from .onnx_format import (INPUT_KINDS, INPUT_NAME, OUTPUT_NAME, WEIGHT_DTYPES, ExportInfo, OnnxModelError,
                           image_fingerprint, sidecar_path)
 from .onnx_runtime import import_onnxruntime
 from .predictor import check_image, normalize_image
+from .prepack import unpack_linears
 from .text import encode_label_set
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,9 @@ def check_export(net, onnx_path: str, options: ExportOptions, image: np.ndarray)
 def export_image_path(net, out_dir, options: ExportOptions, check_image_rgb: np.ndarray, name: str = "model",
                       source: str = "") -> ExportResult:
     """Export `net`'s image path to out_dir/name.onnx + name.json after checking it on `check_image_rgb`
-    (HxWx3 uint8 RGB, a real photo). `net` must hold fp32 weights (it is left unchanged). `source`: the
-    weights file's name, recorded in the description."""
+    (HxWx3 uint8 RGB, a real photo). `net` must hold fp32 weights; it is moved to the CPU (linear layers a
+    CPU Predictor prepacked are restored, exactly). `source`: the weights file's name, recorded in the
+    description."""
     import lseg_ros
 
     check_image(check_image_rgb)
@@ -163,6 +165,7 @@ def export_image_path(net, out_dir, options: ExportOptions, check_image_rgb: np.
         raise ValueError(f"the net's image weights are {image_dtype(net)}: export needs the fp32 weights "
                          "(load them again)")
     net = net.to("cpu").eval()
+    unpack_linears(image_modules(net))
     os.makedirs(out_dir, exist_ok=True)
     final = os.path.join(os.fspath(out_dir), name + ".onnx")
     part = final + ".part"
