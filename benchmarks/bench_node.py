@@ -126,6 +126,8 @@ def main() -> int:
     ap.add_argument("--node-log", default=None, help="also write the node's log to this file")
     a = ap.parse_args()
 
+    from lseg_ros.model.heap import keep_freed_memory
+    keep_freed_memory()  # as lseg_node does, so that the bare Predictor's per-frame memory is treated alike
     with ros_domain(a.domain) as (domain, env, ctx):
         return run(a, domain, env, ctx)
 

@@ -22,6 +22,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .image_header import HeaderError, read_header
+from .legend import UNTRAINED_BANNER, decorate, draw_banner, draw_legend  # noqa: F401 (part of this module's API)
 
 try:  # OpenCV is needed for compressed input, yuv422 and the overlay legend; the rest is numpy.
     import cv2
@@ -285,38 +286,6 @@ def colorize(mask: np.ndarray, colors: np.ndarray, unlabeled_color: Sequence[int
     return lut[ids]
 
 
-def draw_legend(image_rgb: np.ndarray, names: Sequence[str], colors: np.ndarray,
-                ids: Optional[Sequence[int]] = None, max_rows: int = 24) -> np.ndarray:
-    """Draws a swatch + name box per class into the top-left corner (in place; returns the image).
-
-    ids: which classes to list (default all); beyond max_rows the list is cut with '+k more'.
-    The text height follows the image height, so the legend stays legible at any resolution.
-    """
-    if cv2 is None or len(names) == 0:
-        return image_rgb
-    ids = list(range(len(names))) if ids is None else list(ids)
-    h, w = image_rgb.shape[:2]
-    scale = max(0.35, min(1.2, h / 900.0))
-    thick = 1 if scale < 0.8 else 2
-    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    row_h = th + base + 4
-    shown = ids[:max_rows] if len(ids) <= max_rows else ids[:max_rows - 1]
-    lines = [(names[i], colors[i]) for i in shown]
-    if len(shown) < len(ids):
-        lines.append((f"+{len(ids) - len(shown)} more", None))
-    text_w = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for t, _ in lines)
-    box_w, box_h = min(w, row_h + 8 + text_w + 6), min(h, row_h * len(lines) + 6)
-    region = image_rgb[:box_h, :box_w]
-    region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken for contrast
-    for k, (text, col) in enumerate(lines):
-        y0 = 3 + k * row_h
-        if col is not None:
-            cv2.rectangle(image_rgb, (4, y0 + 2), (4 + row_h - 4, y0 + row_h - 2), tuple(int(c) for c in col), -1)
-        cv2.putText(image_rgb, text, (row_h + 6, y0 + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), thick, cv2.LINE_AA)
-    return image_rgb
-
-
 def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: Optional[Sequence[str]] = None,
             alpha: float = 0.5, legend: bool = True, legend_present_only: Optional[bool] = None,
             banner: Optional[str] = None) -> np.ndarray:
@@ -347,39 +316,3 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, names: 
     if legend and names and (len(names) > 12 if legend_present_only is None else legend_present_only):
         counts = np.bincount(mask[labeled].ravel().astype(np.int64), minlength=len(names))
     return decorate(out, names if legend else None, colors, counts, banner, legend_present_only)
-
-
-def decorate(overlay_rgb: np.ndarray, names: Optional[Sequence[str]], colors: np.ndarray,
-             counts: Optional[np.ndarray] = None, banner: Optional[str] = None,
-             legend_present_only: Optional[bool] = None) -> np.ndarray:
-    """The legend (top left) and the banner (bottom strip) drawn into an overlay, in place: only their
-    own small regions are touched. names None: no legend. With present-only legends (default: more than
-    12 names) `counts` (pixels per class) picks and orders the classes listed; None lists them all."""
-    if names:
-        present_only = len(names) > 12 if legend_present_only is None else legend_present_only
-        ids = None
-        if present_only and counts is not None:
-            counts = np.asarray(counts)
-            ids = [i for i in np.argsort(-counts[:len(names)], kind="stable") if counts[i] > 0]
-        draw_legend(overlay_rgb, list(names), colors, ids)
-    if banner:
-        draw_banner(overlay_rgb, banner)
-    return overlay_rgb
-
-
-UNTRAINED_BANNER = "UNTRAINED WEIGHTS - meaningless masks"
-
-
-def draw_banner(image_rgb: np.ndarray, text: str) -> np.ndarray:
-    """White text on a red strip across the bottom of the image (in place; returns the image)."""
-    if cv2 is None:  # pragma: no cover
-        return image_rgb
-    h, w = image_rgb.shape[:2]
-    scale = max(0.4, min(1.5, h / 600.0))
-    thick = 1 if scale < 0.8 else 2
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    strip = th + base + 8
-    image_rgb[max(0, h - strip):] = (200, 0, 0)
-    cv2.putText(image_rgb, text, (max(2, (w - tw) // 2), h - base - 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (255, 255, 255), thick, cv2.LINE_AA)
-    return image_rgb

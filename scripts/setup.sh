@@ -2,7 +2,8 @@
 # Sets up a venv at the repository root: the ROS 2 wheels, PyTorch, timm, open_clip, OpenCV, the test
 # tools, lseg_ros itself with its interfaces built by CMake and installed into the venv, and, when
 # ../shared/vendor/ros2-python is present, the ROS 2 launch and command-line tools (`ros2 launch`,
-# `ros2 service`, launch_testing, ...) from that source, for the tests that run the user's commands.
+# `ros2 service`, launch_testing, ...) and vision_msgs from that source, for the tests that run the
+# user's commands and read lseg/label_info.
 #
 #   bash scripts/setup.sh                   # ROS 2 Kilted -> .venv (the default; CI)
 #   bash scripts/setup.sh --distro jazzy    # ROS 2 Jazzy  -> .venv-jazzy (or LSEG_ROS_DISTRO=jazzy)
@@ -33,6 +34,10 @@ mkdir -p "$ROOT/build"
 : > "$LOG"
 
 step() { printf '[setup] %s\n' "$*"; }
+tree_hash() {  # dir [file...]: a stamp of the files under dir (and the files named after it)
+  (cd "$1" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; shift; cat "$@" /dev/null) \
+    | sha256sum | cut -c1-16
+}
 fail() {
   printf '[setup] FAILED: %s\n' "$1" >&2
   printf '[setup] last lines of %s:\n' "$LOG" >&2
@@ -86,24 +91,26 @@ cmake_install() {  # name source-dir build-dir: the one CMake recipe for every i
   cmake --build "$3" -j "$(nproc)" >>"$LOG" 2>&1 || fail "cmake build ($1)"
   cmake --install "$3" >>"$LOG" 2>&1 || fail "cmake install ($1)"
 }
+writable_copy() {  # src dst: pip and CMake build inside their source trees, and ../shared is read-only
+  rm -rf "$2" && mkdir -p "$2"
+  cp -r "$1/." "$2/" && chmod -R u+w "$2" || fail "copying $1 to $2"
+}
 step "building lseg_ros (interfaces + Python package) into $(basename "$VENV")"
 t0=$SECONDS
 cmake_install lseg_ros "$ROOT" "$BUILD"
 step "built in $((SECONDS - t0)) s"
 
-# 5. The ROS 2 launch and CLI tools, from ../shared/vendor/ros2-python (its README): not on PyPI.
+# 5. The ROS 2 launch and CLI tools and vision_msgs, from ../shared/vendor/ros2-python (its README): not on PyPI.
 #    Pure Python, installed with --no-deps from a writable copy (pip builds in the source tree);
 #    composition_interfaces (imported by launch_ros) is built by the same CMake recipe as above.
 #    Stamped with a hash of the sources and requirements-ros-tools.txt.
 if [ -d "$VENDOR" ]; then
-  TOOLS_HASH="$( (cd "$VENDOR" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum;
-                  cat "$ROOT/requirements-ros-tools.txt") | sha256sum | cut -c1-16)"
+  TOOLS_HASH="$(tree_hash "$VENDOR" "$ROOT/requirements-ros-tools.txt")"
   if [ "$(cat "$VENV/.ros-tools-installed" 2>/dev/null)" != "$TOOLS_HASH" ]; then
     step "installing the ROS 2 launch/CLI tools from $VENDOR"
     t0=$SECONDS
     COPY="$ROOT/build/ros2-vendor-$DISTRO"
-    rm -rf "$COPY" && mkdir -p "$COPY"
-    cp -r "$VENDOR/." "$COPY/" && chmod -R u+w "$COPY" || fail "copying $VENDOR to $COPY"
+    writable_copy "$VENDOR" "$COPY"
     (cd "$COPY" && "$VPY" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
       ./launch ./launch_xml ./launch_yaml ./launch_testing ./launch_pytest ./launch_ros ./ros2launch \
       ./launch_testing_ros ./ros2cli ./ros2pkg ./ros2run ./ros2topic ./ros2service ./ros2node ./ros2param \
@@ -117,8 +124,20 @@ if [ -d "$VENDOR" ]; then
     echo "$TOOLS_HASH" > "$VENV/.ros-tools-installed"
     step "ROS 2 tools installed in $((SECONDS - t0)) s"
   fi
+  # vision_msgs (the node's lseg/label_info): the same CMake recipe, stamped with a hash of its sources.
+  VM_HASH="$(tree_hash "$VENDOR/vision_msgs")"
+  if [ "$(cat "$VENV/.vision-msgs-installed" 2>/dev/null)" != "$VM_HASH" ]; then
+    step "building vision_msgs from $VENDOR/vision_msgs"
+    t0=$SECONDS
+    writable_copy "$VENDOR/vision_msgs" "$ROOT/build/vision_msgs-src-$DISTRO"
+    cmake_install vision_msgs "$ROOT/build/vision_msgs-src-$DISTRO" "$ROOT/build/vision_msgs-$DISTRO"
+    (cd / && "$VPY" -c 'from vision_msgs.msg import LabelInfo, VisionClass') >>"$LOG" 2>&1 \
+      || fail "the vision_msgs build does not import"
+    echo "$VM_HASH" > "$VENV/.vision-msgs-installed"
+    step "vision_msgs built in $((SECONDS - t0)) s"
+  fi
 else
-  step "no $VENDOR: ros2 launch / ros2 CLI tools not installed (their tests skip)"
+  step "no $VENDOR: ros2 launch / ros2 CLI tools and vision_msgs not installed (their tests skip)"
 fi
 
 # 6. Check from outside the source tree that the installed package and its interfaces import.

@@ -51,3 +51,16 @@ def rclpy_context(ros_domain):
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(tmp_path_factory):
+    """The tiny models exported to ONNX (test/onnx_exports.py), once per session."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (requirements-common.txt: scripts/setup.sh installs them)")
+    from onnx_exports import make_exports
+
+    return make_exports(tmp_path_factory.mktemp("onnx"))

@@ -109,7 +109,7 @@ def test_ros_free_part_imports_without_rclpy():
     code = NO_ROS + textwrap.dedent("""
         import lseg_ros, lseg_ros.model, lseg_ros.imaging
         import lseg_ros.tools.segment, lseg_ros.tools.evaluate, lseg_ros.tools.train
-        import lseg_ros.tools.convert, lseg_ros.tools.fetch
+        import lseg_ros.tools.convert, lseg_ros.tools.fetch, lseg_ros.tools.export, lseg_ros.model.export
         bad = sorted(m for m in sys.modules if m.split('.')[0] == 'rclpy' or m in ('lseg_ros.msg', 'lseg_ros.srv'))
         assert not bad, bad
         print('OK')
@@ -141,7 +141,7 @@ def test_build_description_is_consistent():
         sorted(str(p.relative_to(ROOT)) for p in (ROOT / "srv").glob("*.srv"))
     for f in interfaces:
         assert f'"{f}"' in cmake, f"{f} is not listed in rosidl_generate_interfaces"
-    # Every installed executable's module exists in the source tree.
+    # Every installed executable's module exists in the source tree (pip's list: test_packaging.py).
     for module in re.findall(r'=(lseg_ros\.[\w.]+):\w+"', cmake):
         assert (ROOT / (module.replace(".", "/") + ".py")).exists(), module
     # Every interface field is commented: the line above it is a comment, or a field of the same

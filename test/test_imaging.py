@@ -283,3 +283,22 @@ def test_huge_jpeg_claim_is_refused_before_decoding():
 
 
 
+
+
+@pytest.mark.parametrize("n, present, size", [(4, None, (480, 640)), (20, "counts", (240, 320)), (3, None, (90, 60))])
+def test_cached_decoration_equals_drawing_it(n, present, size):
+    """decorate() blends a legend and banner rendered once per label set and size: within a level of
+    drawing them into the frame directly (draw_legend, draw_banner), whatever the frame holds."""
+    from lseg_ros.imaging import decorate, draw_banner, draw_legend, palette
+    rng = np.random.default_rng(n)
+    names = [f"class {i}" for i in range(n)]
+    colors = palette(n)
+    counts = rng.integers(0, 5, n) if present else None
+    for _ in range(2):  # the second frame comes from the cache
+        frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        want = frame.copy()
+        ids = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0] if present else None
+        draw_legend(want, names, colors, ids)
+        draw_banner(want, "UNTRAINED")
+        got = decorate(frame.copy(), names, colors, counts, banner="UNTRAINED")
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1

@@ -100,9 +100,11 @@ def build_predictor(settings: NetSettings, options=None, warmup: Sequence[int] =
                        "ViT-L/16 (set the device to cpu to silence this warning)")
     if settings.num_threads > 0:
         torch.set_num_threads(settings.num_threads)
-    net = load_net(settings, device, logger)
+    options = options or PredictorOptions()
+    # with ONNX Runtime the image weights are emptied before the net moves: load them on the CPU
+    net = load_net(settings, "cpu" if options.onnx is not None else device, logger)
     try:
-        predictor = Predictor(net, device=device, options=options or PredictorOptions())
+        predictor = Predictor(net, device=device, options=options)
     except (ValueError, TypeError) as e:
         raise BuildError(f"cannot build the Predictor: {e}") from e
     if warmup:

@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from .cpu_attention import use_kernel_attention
-from .prepack import pack_linears, trim_heap
+from .heap import trim_heap
+from .prepack import pack_linears
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ device and precision made here, once.
 |               |                                                      | post-processing (postprocess.py)        |
 | input_size    | none: each batch at its own padded size              | (H, W), multiples of 32, >= 32          |
 | max_side      | none: frames at full resolution                      | >= 32                                   |
+| onnx          | none: the image path in torch                        | an exported file (onnx_runtime.py): then|
+|               |                                                      | fp32 label step, no torch fast path     |
 
 The plain eager path the benchmarks compare against is `PredictorOptions(precision="fp32",
 channels_last=False, prepack=False)` (cpu_attention acts only in bf16).
@@ -20,12 +22,15 @@ channels_last=False, prepack=False)` (cpu_attention acts only in bf16).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
 from .devices import DTYPES, Precision, resolve_precision
 from .prepack import prepack_supported
+
+if TYPE_CHECKING:
+    from .onnx_runtime import OnnxOptions
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,10 @@ class PredictorOptions:
         prepack: the image path's linear layers prepacked for oneDNN, GELU fused (prepack.py; exact).
         cpu_attention: the ViT's attention through the bf16 kernel for avx512_bf16 CPUs (cpu_attention.py).
         cache_size: encoded label sets kept (LRU).
-        profile: record per-stage seconds of each call in `Predictor.stage_times` (adds device syncs).
+        profile: record per-stage seconds of each call in `Predictor.stage_times` (CUDA: events, no syncs).
+        onnx: run the image path in ONNX Runtime from an exported file (`OnnxOptions`, onnx_runtime.py)
+            instead of torch; its input size becomes `input_size`, and the torch fast-path switches
+            (precision other than fp32, compile, cuda_graphs, prepack, cpu_attention) are refused.
     """
 
     precision: Precision = "auto"
@@ -57,6 +65,7 @@ class PredictorOptions:
     cpu_attention: Optional[bool] = None
     cache_size: int = 16
     profile: bool = False
+    onnx: Optional["OnnxOptions"] = None
 
     @classmethod
     def names(cls) -> Tuple[str, ...]:
@@ -68,6 +77,17 @@ class PredictorOptions:
         if unknown:
             raise TypeError(f"unknown Predictor option(s) {', '.join(unknown)}; options: {', '.join(self.names())}")
         return replace(self, **changes)
+
+    def for_onnx(self, input_size: Tuple[int, int]) -> "PredictorOptions":
+        """These options with the image path in ONNX Runtime at the file's `input_size`: the torch
+        fast-path switches do not apply (the weights' dtype was chosen at export)."""
+        torch_only = [k for k in ("compile", "cuda_graphs", "prepack", "cpu_attention") if getattr(self, k)]
+        if torch_only or self.precision not in ("auto", "fp32"):
+            raise ValueError("with onnx the image path runs in ONNX Runtime: precision, compile, cuda_graphs, prepack "
+                             "and cpu_attention are torch settings (the weights' dtype is chosen at export); got "
+                             f"{', '.join(torch_only + ([f'precision={self.precision}'] if self.precision not in ('auto', 'fp32') else []))}")
+        return replace(self, precision="fp32", input_size=input_size, channels_last=False, prepack=False,
+                       cpu_attention=False)
 
     def resolve(self, device: torch.device) -> "ResolvedOptions":
         """The concrete choices for `device`; raises ValueError naming an option that cannot apply."""

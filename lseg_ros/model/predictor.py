@@ -36,6 +36,7 @@ from .cpu_attention import restore_attention
 from .fastpath import ImagePath, convert_image_path, image_dtype, image_modules
 from .frames import BatchBuilder, FrameSize, check_image, check_order, normalize_image
 from .lseg import LSegNet
+from .onnx_runtime import OnnxImagePath
 from .options import PredictorOptions
 from .postprocess import FusedSummary, WantProbs, prob_indices, summarize, summarize_upsampled
 from .prepack import packed_dtype, unpack_linears
@@ -112,7 +113,12 @@ class Predictor:
                  options: Optional[PredictorOptions] = None, **option_fields) -> None:
         from .devices import resolve_device
         self.device = resolve_device(device)
-        self.options = (options or PredictorOptions()).with_(**option_fields).resolve(self.device)
+        wanted = (options or PredictorOptions()).with_(**option_fields)
+        onnx_path = None
+        if wanted.onnx is not None:  # the image path in ONNX Runtime; the label step and post stay torch's
+            onnx_path = OnnxImagePath.for_net(wanted.onnx, net, self.device, wanted.input_size)
+            wanted = wanted.for_onnx(onnx_path.input_size)
+        self.options = wanted.resolve(self.device)
         o = self.options
         if o.dtype == torch.float32 and image_dtype(net) != torch.float32:
             raise ValueError(f"this LSegNet's image weights were converted to {image_dtype(net)} by another "
@@ -123,9 +129,12 @@ class Predictor:
             restore_attention(image_modules(net))
         self.net = net.to(self.device).eval()
         convert_image_path(self.net, o.dtype)
-        self.image_path = ImagePath(self.net, self.device, o.dtype, channels_last=o.channels_last, compile=o.compile,
-                                    cuda_graphs=o.cuda_graphs, prepack=o.prepack, cpu_attention=o.cpu_attention)
-        self.cpu_attention = self.image_path.kernel_attention > 0  # False where the kernel is unavailable
+        self.image_path = onnx_path or ImagePath(self.net, self.device, o.dtype, channels_last=o.channels_last,
+                                                 compile=o.compile, cuda_graphs=o.cuda_graphs, prepack=o.prepack,
+                                                 cpu_attention=o.cpu_attention)
+        self.backend = onnx_path.description if onnx_path else "torch"
+        # False where the kernel is unavailable (and with ONNX Runtime)
+        self.cpu_attention = getattr(self.image_path, "kernel_attention", 0) > 0
         self.frames = BatchBuilder(net.config.mean, net.config.std, self.device, o.dtype)
         self.ring = HostRing(self.device)
         self._summary = FusedSummary(compile=o.compile_post) if self.device.type != "cpu" else None

@@ -25,6 +25,10 @@ class NodeConfig:
     device: str
     precision: str
     num_threads: int
+    backend: str
+    onnx_model: str
+    providers: Tuple[str, ...]
+    trt_engine_cache: str
     fast_path: str
     input_size: str
     max_side: int

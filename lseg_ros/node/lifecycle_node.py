@@ -30,6 +30,7 @@ from . import params as P
 from .cameras import CameraInput, FrameSource, PulledGroup, camera_layout
 from .config import NodeConfig
 from .depth_input import DepthInput, default_info_topic
+from .label_info import LabelInfoPublisher
 from .labels import ActiveLabels, LabelState
 from .outputs import CameraOutputs
 from .predictor_setup import StartupError, build_predictor, free_device_memory
@@ -93,6 +94,7 @@ class LSegNode(LifecycleNode):
         self._load_error = ""
         self._cancel_hooks = None
         self._pub_labels = None
+        self.label_info = LabelInfoPublisher(self)
         self.labels = LabelState(list(cfg.labels), cfg.palette, self._publish_label_map)
 
         # Callback groups: input (depth, camera_info, QoS re-check), labels, diagnostics; the image
@@ -144,6 +146,7 @@ class LSegNode(LifecycleNode):
         self.predictor, self.device = predictor, str(predictor.device)
         self._cancel_hooks = make_predictor_cancellable(predictor, self.worker)
         self._pub_labels = self.create_publisher(LabelMap, "lseg/labels", latched_profile())
+        self.label_info.open()
         self.outputs = [CameraOutputs(self, s.output_prefix, cfg.output_depth, list(cfg.heatmap_labels))
                         for s in specs]
         self.frames = FrameSource(len(specs), self.context)
@@ -153,7 +156,7 @@ class LSegNode(LifecycleNode):
         self.depths = [DepthInput(self, d, i, self._input_group, warn) for d, i in zip(cfg.depth_topics, infos)]
         self.labels.swap(label_set, cfg.palette)
         self.get_logger().info(f"configured: {predictor.net.config.backbone} on {self.device} "
-                               f"({predictor.precision}), labels {list(self.labels.active.names)}")
+                               f"({predictor.precision}, {predictor.backend}), labels {list(self.labels.active.names)}")
         return SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -197,6 +200,7 @@ class LSegNode(LifecycleNode):
             out.close()
         if self._pub_labels is not None:
             self.destroy_publisher(self._pub_labels)
+        self.label_info.close()
         if self._cancel_hooks is not None:
             self._cancel_hooks.remove()
         device = self.device
@@ -233,6 +237,8 @@ class LSegNode(LifecycleNode):
                 self.labels.swap(self.labels.active.label_set, changes["palette"])
             elif "palette" in changes:
                 self.labels.palette = changes["palette"]
+            if "min_confidence" in changes:  # LabelInfo's threshold
+                self.label_info.publish(self.labels.active, changes["min_confidence"], self.get_clock().now().to_msg())
         if "heatmap_labels" in changes:
             for out in self.outputs:
                 out.set_heatmaps(list(changes["heatmap_labels"]))
@@ -252,6 +258,7 @@ class LSegNode(LifecycleNode):
         msg.embedding_dim, flat = pack_embeddings(active.label_set.embeddings.float().cpu().numpy())
         msg.embeddings = flat
         self._pub_labels.publish(msg)
+        self.label_info.publish(active, self.cfg.min_confidence, msg.header.stamp)
 
     def _on_set_labels(self, request: SetLabels.Request, response: SetLabels.Response) -> SetLabels.Response:
         labels = [str(x) for x in request.labels]
@@ -335,6 +342,7 @@ class LSegNode(LifecycleNode):
         cfg, active = self.cfg, self.labels.active
         info = {
             "precision": getattr(self.predictor, "precision", cfg.precision),
+            "backend": getattr(self.predictor, "backend", cfg.backend),
             "fast_path": _fast_path_text(self.predictor),
             "model": cfg.weights or f"{cfg.model} (untrained)",
             "cameras": str(len(self.cameras)),

@@ -68,6 +68,8 @@ def main(args: Optional[List[str]] = None) -> None:
     stop = threading.Event()  # set by SIGINT/SIGTERM; the main loop polls it
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _signum, _frame: stop.set())
+    from ..model.heap import keep_freed_memory
+    keep_freed_memory()  # every frame's megabytes reuse warm pages (model/heap.py)
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions

@@ -106,6 +106,16 @@ def _optional_topics(v: List[str]) -> Optional[str]:
     return _image_topics(v) if list(v) else None
 
 
+def _providers(v: List[str]) -> Optional[str]:
+    """Structure only: which providers exist is onnxruntime's to say, at configure."""
+    names = [str(p).strip().lower() for p in v]
+    if any(not n for n in names):
+        return f"empty provider name in {list(v)}"
+    if len(set(names)) != len(names):
+        return f"duplicate providers in {list(v)}"
+    return None
+
+
 PARAMS: Tuple[Param, ...] = (
     # --- model (read at start; change and restart) ---
     Param("weights", "", "Path to the weights: a released LSeg Lightning checkpoint (demo_e200.ckpt, "
@@ -130,6 +140,18 @@ PARAMS: Tuple[Param, ...] = (
           "also torch.compile'd, all warmed up at configure; eager on the CPU. always: the same, and on the CPU "
           "torch.compile with frozen weights (exact fp32, ~1.1x, minutes of warm-up). eager: eager everywhere.",
           _choice("auto", "always", "eager"), True),
+    Param("backend", "torch", "torch: the image path in PyTorch (precision and fast_path apply). onnxruntime: the "
+          "image path from `onnx_model` in ONNX Runtime (`providers`); the label step, the outputs and everything "
+          "else are the same code. `weights` is still needed (its text tower encodes the labels).",
+          _choice("torch", "onnxruntime"), True),
+    Param("onnx_model", "", "With backend onnxruntime: the model.onnx that lseg-export wrote from the same `weights` "
+          "(its model.json beside it); its input size is the node's (input_size '' takes it).", None, True),
+    Param("providers", [], "With backend onnxruntime: execution providers, best first: tensorrt, cuda, cpu (or "
+          "onnxruntime's full names). [] = TensorRT, CUDA, CPU, those the installed onnxruntime offers; the one in "
+          "use is logged and in /diagnostics (backend).", _providers, True),
+    Param("trt_engine_cache", "~/.cache/lseg_ros/tensorrt", "With backend onnxruntime: directory where the TensorRT "
+          "provider keeps the engines it builds (once per machine, model and input size; minutes on a Jetson). "
+          "Created and checked writable at configure; '' = no cache.", None, True),
     Param("input_size", "", "'HxW' (multiples of 32, e.g. 480x640): every batch is shrunk to fit and padded to "
           "exactly this size, so compiled code and CUDA graphs see one shape and are built at configure. "
           "'' = each batch at its own size (graphs captured on the first frame of each size).", _input_size, True),
