@@ -159,9 +159,10 @@ def test_without_onnxruntime_the_backend_says_what_to_install(onnx_exports):
     """onnxruntime made unimportable in a fresh interpreter (sys.modules entry None: import fails)."""
     code = (f"import sys; sys.modules['onnxruntime'] = None\n"
             f"from lseg_ros.node.predictor_setup import StartupError, build_predictor\n"
+            f"from lseg_ros.node.config import NodeConfig\n"
             f"import logging\n"
-            f"cfg = dict(weights={str(onnx_exports.vit_weights)!r}, backend='onnxruntime', onnx_model="
-            f"{str(onnx_exports.vit)!r}, providers=[], trt_engine_cache='', num_threads=1)\n"
+            f"cfg = NodeConfig.from_values(dict(weights={str(onnx_exports.vit_weights)!r}, backend='onnxruntime', "
+            f"onnx_model={str(onnx_exports.vit)!r}, providers=[], trt_engine_cache='', num_threads=1))\n"
             f"try:\n    build_predictor(cfg, logging.getLogger())\nexcept StartupError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "needs the onnxruntime package" in out.stdout and "pip install onnxruntime" in out.stdout, \
