@@ -5,7 +5,7 @@
         --scenarios 1x200,4x60 --photo voc_rgb.png                                             # GPU machine
 
 Per scenario (`CAMERASxRATE`: that many cameras, each 640x480 rgb8 at RATE Hz, reliable, from
-benchmarks/camera_stream.py in its own process), in --rounds rounds so the machine's drifts hit both sides:
+test/fake_camera.py in its own process), in --rounds rounds so the machine's drifts hit both sides:
 1. the node (its own process; the model untrained; `image_topics` = cam0/image ... for the most cameras
    of any scenario, of which the scenario streams the first CAMERAS) serves the stream while this
    process subscribes to the --outputs of every streaming camera (images as raw bytes: nothing is
