@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,22 @@ def pct(values: List[float], q: float) -> Optional[float]:
         return None
     v = sorted(values)
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def switch_parts(calls: List[Dict[str, float]], log: str) -> Dict[str, Dict[str, Optional[float]]]:
+    """Where a set_labels call's time goes: request sent -> the node's callback starts (delivery, the
+    node's executor, its GIL), the callback (validation, encoding, swap), the callback's end -> the
+    answer in this process's executor (delivery, this process's executor). The node logs every call's
+    end (a wall-clock stamp) and its time in the callback; calls and log lines pair in order."""
+    ends = [(float(m.group(1)), int(m.group(2)) / 1000) for m in re.finditer(
+        r"\[(\d+\.\d+)\] \[lseg_node\]: set_labels .*?(\d+) ms in the callback", log)]
+    parts: Dict[str, List[float]] = {"to_callback": [], "callback": [], "to_answer": []}
+    for call, (end, inside) in zip(calls, ends):
+        if "answered" in call:
+            parts["to_callback"].append(end - inside - call["sent"])
+            parts["callback"].append(inside)
+            parts["to_answer"].append(call["answered"] - end)
+    return {k: dict(p50=pct(v, 50), p99=pct(v, 99), max=max(v, default=None), n=len(v)) for k, v in parts.items()}
 
 
 def display_names(labels: List[str]) -> Tuple[str, ...]:
@@ -195,6 +212,7 @@ def main() -> int:
     result: Dict = dict(host=machine(), cpus=os.cpu_count(), model=a.model, minutes=a.minutes,
                         rate_hz=a.rate, size=f"{a.width}x{a.height}", started=time.strftime("%Y-%m-%d %H:%M:%S"))
     samples, switch_s, first_frame_s, viewer_frames = [], [], [], []
+    calls: List[Dict[str, float]] = []  # per set_labels call: wall-clock times, matched to the node's log
     label_changes = refused = 0
     camera = None
     crashed = ""
@@ -233,7 +251,10 @@ def main() -> int:
                 wanted = display_names(labels)
                 check.allowed.add(wanted)
                 sent, next_label = now, next_label + a.label_period
+                call = dict(sent=time.time())
+                calls.append(call)
                 fut = client.call_async(SetLabels.Request(labels=labels))
+                fut.add_done_callback(lambda f, c=call: c.__setitem__("answered", time.time()))
             with check.lock:
                 for item in list(pending_first):
                     names, when = item
@@ -300,6 +321,7 @@ def main() -> int:
         mismatched_frames=check.mismatched, mismatch_examples=check.problems, label_changes=label_changes,
         label_requests_refused=refused,
         label_switch_s=dict(p50=pct(switch_s, 50), p99=pct(switch_s, 99), max=max(switch_s, default=None), n=len(switch_s)),
+        label_switch_parts_s=switch_parts(calls, log),
         first_frame_with_new_labels_s=dict(p50=pct(first_frame_s, 50), p99=pct(first_frame_s, 99), n=len(first_frame_s)),
         second_subscriber_joins=len(viewer_frames), overlays_per_join=viewer_frames,
         rss_mb_after_warmup=warm and warm["rss_mb"], warmup_s=warm and warm["t"], rss_mb_end=end and end["rss_mb"],
