@@ -65,7 +65,7 @@ def test_submit_result_equals_predict_batch(pred):
     labels = pred.encode_labels(LABELS)
     images = [voc(), voc()[:200, :300]]
     pending = pred.submit(images, labels, channel_orders=["rgb", "bgr"], want_probs=[1, 4], features_stride=8)
-    assert pending.done()  # the CPU computes at submit
+    assert pending.done() and not pending.in_background  # the CPU computes at submit, in the caller's thread
     got = pending.result()
     assert pending.result() is got  # once
     want = pred.predict_batch(images, labels, channel_orders=["rgb", "bgr"], want_probs=[1, 4], features_stride=8)

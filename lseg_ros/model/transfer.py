@@ -127,6 +127,11 @@ class Readback:
     def __init__(self, arrays: Dict[str, object], event, slot: Optional[_Slot], generation: int) -> None:
         self._arrays, self._event, self._slot, self._generation = arrays, event, slot, generation
 
+    @property
+    def waits(self) -> bool:
+        """True when the arrays are valid only once the device has finished (CUDA)."""
+        return self._event is not None
+
     def ready(self) -> bool:
         return self._event is None or self._event.query()
 
@@ -149,6 +154,12 @@ class PendingBatch:
     def __init__(self, finish: Callable[[], list], readback: Readback) -> None:
         self._finish, self._readback = finish, readback
         self._result: Optional[list] = None
+
+    @property
+    def in_background(self) -> bool:
+        """True when the device computes the batch after `submit` returned (CUDA); False when `submit`
+        computed it in the caller's thread (the CPU): then nothing runs beside the caller."""
+        return self._readback.waits
 
     def done(self) -> bool:
         return self._result is not None or self._readback.ready()

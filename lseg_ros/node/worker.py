@@ -8,7 +8,10 @@ ready camera (pulled from DDS by cameras.FrameSource when the worker is ready fo
 - `lseg_publish` waits for the batch's results and publishes each camera's outputs with its own header.
 They hand over through one slot (`Handoff`): `lseg_infer` takes new frames only once the slot is empty,
 so at most two batches are in flight (one computing, one queued behind it on the GPU) while the
-previous one is published, and nothing queues up: frames not taken are replaced inside DDS.
+previous one is published, and nothing queues up: frames not taken are replaced inside DDS. When
+`submit` computed the batch itself (the CPU: `PendingBatch.in_background` is False), `lseg_infer` also
+waits until that batch is published: the two stages then run one after the other, as a forward beside
+the publishing would only compete with it for the same cores.
 Every frame's mask ids, class_confidences and label-map version come from the one label set taken
 with its batch. An exception inside inference (out of memory on a large frame, ...) is reported in
 /diagnostics and the next batch goes on.
@@ -104,19 +107,27 @@ class _Batch:
 
 
 class Handoff:
-    """One item between two threads: `put` into an empty slot, `take` empties it; never a queue."""
+    """One item between two threads: `put` into an empty slot, `take` empties it; never a queue.
+    An item put with `hold=True` keeps the slot taken until the taker says `done`, so the putting
+    thread's next step runs after the taker's, not beside it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: Optional[_Batch] = None
+        self._held = False
 
     def wait_empty(self, timeout: float) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: self._item is None, timeout)
+            return self._cond.wait_for(lambda: self._item is None and not self._held, timeout)
 
-    def put(self, item: _Batch) -> None:
+    def put(self, item: _Batch, hold: bool = False) -> None:
         with self._cond:
-            self._item = item
+            self._item, self._held = item, hold
+            self._cond.notify_all()
+
+    def done(self) -> None:
+        with self._cond:
+            self._held = False
             self._cond.notify_all()
 
     def take(self, timeout: float) -> Optional[_Batch]:
@@ -184,7 +195,9 @@ class InferenceWorker:
             return
         batch = self._submit(ctx, items)
         if batch is not None and not self.cancel.is_set():
-            self.handoff.put(batch)
+            # A batch computed on this thread (the CPU) is published before the next is taken: a forward
+            # beside the publishing would only compete with it for the same cores.
+            self.handoff.put(batch, hold=not batch.pending.in_background)
 
     def _decode(self, ctx: BatchContext, items, stages: Dict[str, float]) -> List[_Frame]:
         cfg, frames = ctx.cfg, []
@@ -248,8 +261,13 @@ class InferenceWorker:
         if batch is None:
             return
         self._active["publish"].set()
-        if self.cancel.is_set():
-            return
+        try:
+            if not self.cancel.is_set():
+                self._publish(batch)
+        finally:
+            self.handoff.done()
+
+    def _publish(self, batch: _Batch) -> None:
         preds = batch.pending.result()
         t_inf = time.perf_counter() - batch.t0
         ctx, stages = batch.ctx, batch.stages
