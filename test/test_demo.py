@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,26 @@ def test_demo_runs_end_to_end_with_untrained_tiny_model(ros_env, tmp_path):
     assert first.shape == (480, 640, 3)
     # The overlay itself says the weights are untrained: a red banner across the bottom.
     assert (first[-3, 2] == (0, 0, 200)).all()
+
+
+@pytest.mark.timeout(200)
+def test_image_player_ends_cleanly_on_sigint(ros_env, tmp_path):
+    """SIGINT (Ctrl-C, or the demo stopping it) ends the player with status 0 and no traceback, whether
+    spin sees the KeyboardInterrupt or the context rclpy's handler shut down first (a race: repeated)."""
+    import signal
+    import time
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((48, 64, 3), 128, np.uint8))
+    for i in range(8):
+        p = subprocess.Popen([sys.executable, "-m", "lseg_ros.node.image_player", "--ros-args", "-p",
+                              f"source:={photo}", "-p", "rate:=200.0", "-p", "width:=64", "-p", "height:=48"],
+                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        for line in p.stdout:  # started and publishing
+            if "publishing" in line or time.monotonic() > deadline:
+                break
+        time.sleep(0.05 * i)
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=30)[0]
+        assert p.returncode == 0 and "Traceback" not in out, f"try {i}: exit {p.returncode}\n{out[-3000:]}"

@@ -81,6 +81,7 @@ def frames(source: str, width: int, height: int, loop: bool):
 def main(args=None) -> int:
     import rclpy
     from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -120,11 +121,13 @@ def main(args=None) -> int:
             node.get_logger().debug(f"published {state['name']}")
 
         node.create_timer(1.0 / rate, tick)
+        executor = SingleThreadedExecutor()  # made before the log line below, which says it is running
+        executor.add_node(node)
         node.get_logger().info(f"publishing {source} at {rate} Hz, {width}x{height}, {reliability}, on "
                                f"{pub.topic_name}")
-        rclpy.spin(node)
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
+        pass  # Ctrl-C / SIGINT: rclpy's handler shuts the context down, and spin sees either first
     except (FileNotFoundError, ValueError) as exc:
         node.get_logger().error(str(exc))
         return 1
