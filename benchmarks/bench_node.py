@@ -17,7 +17,9 @@ test/fake_camera.py in its own process), in --rounds rounds so the machine's dri
 Reported per scenario: frames out per second (all cameras, and each camera), the node's rate over the
 bare one (both ways of calling it), stamp-to-arrival latency of class_confidences (same host clock),
 the node's /diagnostics (device, precision, fast path, inference and publishing time, its own work per
-stage, received and dropped frames), and what ran on each side.
+stage, received and dropped frames), the CPU each process used while the camera streamed (the node,
+the camera, this process as the outputs' subscriber; in cores, from /proc) and the bare Predictor's, and
+what ran on each side.
 """
 import argparse
 import json
@@ -29,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.harness import TEST, result_path, ros_domain, write_json
+from benchmarks.harness import TEST, cpu_seconds, result_path, ros_domain, write_json
 
 OUTPUT_TOPICS = {"mask": "lseg/mask", "overlay": "lseg/overlay", "heatmap": "lseg/heatmap/person",
                  "confidence": "lseg/confidence"}
@@ -201,18 +203,24 @@ def run(a, domain: int, env: dict, ctx) -> int:
                 spin_for(5, lambda: any(arrivals[i] for i in range(cams)))
                 first = {i: len(arrivals[i]) for i in range(cams)}
                 t_start = time.monotonic()
-                spin_for(a.duration / a.rounds + 60, lambda: cam.poll() is not None)
+                procs = {"node": node.proc.pid, "camera": cam.pid, "subscriber": os.getpid()}
+                cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
+                spin_for(a.duration / a.rounds - 0.5, lambda: cam.poll() is not None)
+                cpu = {k: (cpu_seconds(pid) - cpu0[k]) / (time.monotonic() - t_start) for k, pid in procs.items()}
+                spin_for(60, lambda: cam.poll() is not None)
                 dt = time.monotonic() - t_start
                 got = {i: len(arrivals[i]) - first[i] for i in range(cams)}
                 lat += [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec)
                         for i in range(cams) for t, m in arrivals[i][first[i]:]]
                 spin_for(1.0)  # the batch in hand finishes; the node then idles
                 k = max(5, min(200, sum(got.values()) // cams))
+                t_bare, cpu_bare = time.monotonic(), cpu_seconds(os.getpid())
                 serial = time_bare(pred, frames, outputs, labels, k, pipelined=False)
+                cpu["bare (this process)"] = (cpu_seconds(os.getpid()) - cpu_bare) / (time.monotonic() - t_bare)
                 piped = time_bare(pred, frames, outputs, labels, k, pipelined=True)
                 node_fps = sum(got.values()) / dt
                 rounds.append({"node_fps": node_fps, "per_camera_fps": [got[i] / dt for i in range(cams)],
-                               "bare_fps": cams / serial, "bare_pipelined_fps": cams / piped})
+                               "bare_fps": cams / serial, "bare_pipelined_fps": cams / piped, "cpu_cores": cpu})
                 print(f"{cams}x{rate:g} Hz round {r + 1}/{a.rounds}: node {node_fps:.1f} frames/s out "
                       f"({', '.join(f'{got[i] / dt:.1f}' for i in range(cams))} per camera); bare {cams / serial:.1f} "
                       f"frames/s one batch at a time, {cams / piped:.1f} pipelined", flush=True)
@@ -231,7 +239,9 @@ def run(a, domain: int, env: dict, ctx) -> int:
                    "node_over_bare_pipelined": statistics.median(r["node_fps"] / r["bare_pipelined_fps"] for r in rounds),
                    "latency_ms_p50": 1000 * float(np.percentile(lat, 50)) if lat else None,
                    "latency_ms_p95": 1000 * float(np.percentile(lat, 95)) if lat else None,
-                   "bare_ms_per_batch": 1000 * cams / med("bare_fps"), "node_diagnostics": d, "rounds": rounds}
+                   "bare_ms_per_batch": 1000 * cams / med("bare_fps"), "node_diagnostics": d, "rounds": rounds,
+                   "cpu_cores": {k: statistics.median(r["cpu_cores"][k] for r in rounds)
+                                 for k in rounds[0]["cpu_cores"]}}
             results.append(res)
             print(f"== {cams} camera(s) at {rate:g} Hz: node {res['node_fps']:.1f} frames/s out (per camera "
                   f"{', '.join(f'{v:.1f}' for v in res['per_camera_fps'])}); bare Predictor {res['bare_fps']:.1f} "
@@ -244,6 +254,8 @@ def run(a, domain: int, env: dict, ctx) -> int:
                   f"{d['batch_size_mean']}, received {d['frames_received']}, overwritten {d['dropped_overwritten']}",
                   flush=True)
             print(f"   node's own work per frame, ms: {d['node_stages_ms_per_frame']}", flush=True)
+            print("   CPU in cores (1.0 = one core busy) while streaming, and bare: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in res["cpu_cores"].items()), flush=True)
     finally:
         node.stop()
         if a.node_log:

@@ -83,3 +83,9 @@ def ros_domain(requested: Optional[int] = None, **extra_env: str) -> Iterator[Tu
         rclpy.try_shutdown(context=ctx)
         if lock is not None:
             lock.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
