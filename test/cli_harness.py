@@ -110,12 +110,15 @@ def cli_env(ros_env: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def ros2(args: Sequence[str], env: Dict[str, str], timeout: float = 60.0, tries: int = 3) -> subprocess.CompletedProcess:
+def ros2(args: Sequence[str], env: Dict[str, str], timeout: float = 60.0, settle: float = 30.0) -> subprocess.CompletedProcess:
     """`ros2 <args>` in its own session; killed with its group on timeout (then the test fails).
-    Without a daemon each command discovers the graph afresh: on a busy machine a node-level command
-    (`param set`, `lifecycle get`) may answer "Node not found" for a node that is up; that is retried."""
+    Each command discovers the graph afresh (0.5 s by default): on a busy machine a node-level command
+    (`param set`, `lifecycle get`) may answer "Node not found" for a node that is up, several times in
+    a row (CI met three); that is retried, with growing pauses, for up to `settle` seconds."""
     argv = [str(ROS2), *args]
-    for attempt in range(tries):
+    deadline = time.monotonic() + settle
+    pause = 0.5
+    while True:
         proc = subprocess.Popen(argv, env=env, cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -124,9 +127,10 @@ def ros2(args: Sequence[str], env: Dict[str, str], timeout: float = 60.0, tries:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             raise AssertionError(f"`{shlex.join(argv[1:])}` did not finish in {timeout:.0f} s:\n{out}\n{err}")
-        if not (proc.returncode != 0 and "Node not found" in err and attempt + 1 < tries):
+        if not (proc.returncode != 0 and "Node not found" in err and time.monotonic() + pause < deadline):
             break
-        time.sleep(1.0)
+        time.sleep(pause)
+        pause = min(2 * pause, 4.0)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
