@@ -9,6 +9,10 @@ joining and leaving; the node's memory, threads and open files sampled; every fr
 - Every --label-period s this process calls set_labels with a new set (2-8 labels drawn from a fixed
   vocabulary, some with 'a|b' alternatives; seeded, so runs repeat) and times the answer (the switch:
   validation, text encoding, swap) and the first frame that carries the new names.
+- The answer's time is split into: request -> the node's callback starts, the callback, the callback's
+  end -> the answer here (from the node's log). The set_labels client shares this process's default
+  callback group with the frame callbacks (mask checks, the viewer's images), or has one of its own
+  (--client-group own); under load the two measured the same (docs/performance.md, the soak).
 - Every 20 s a second subscriber (lseg/overlay and lseg/confidence, as rviz) joins for 10 s.
 - Every published frame's lseg/mask is checked against its lseg/class_confidences and the label map
   of its version (lseg/labels): the names agree with the map, the map is one this process asked for,
@@ -169,6 +173,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=60.0, help="s after which RSS counts as warmed up")
     ap.add_argument("--domain", type=int, default=None, help="ROS domain (default: a free one, claimed)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--client-group", choices=("shared", "own"), default="shared",
+                    help="the set_labels client in a callback group of its own, or in the node's default one")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     duration = a.minutes * 60.0
@@ -176,6 +182,7 @@ def main() -> int:
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -202,7 +209,8 @@ def main() -> int:
     n.create_subscription(Image, "lseg/mask", check.on_mask, reliable)
     n.create_subscription(ClassConfidences, "lseg/class_confidences", check.on_scores, reliable)
     n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(m) if len(diags) < 100000 else None, 10)
-    client = n.create_client(SetLabels, "set_labels")
+    client = n.create_client(SetLabels, "set_labels",
+                             callback_group=MutuallyExclusiveCallbackGroup() if a.client_group == "own" else None)
     executor = MultiThreadedExecutor(num_threads=3, context=ctx)
     executor.add_node(n)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -210,7 +218,7 @@ def main() -> int:
 
     rng = random.Random(a.seed)
     result: Dict = dict(host=machine(), cpus=os.cpu_count(), model=a.model, minutes=a.minutes,
-                        rate_hz=a.rate, size=f"{a.width}x{a.height}", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+                        rate_hz=a.rate, size=f"{a.width}x{a.height}", client_group=a.client_group, started=time.strftime("%Y-%m-%d %H:%M:%S"))
     samples, switch_s, first_frame_s, viewer_frames = [], [], [], []
     calls: List[Dict[str, float]] = []  # per set_labels call: wall-clock times, matched to the node's log
     label_changes = refused = 0
