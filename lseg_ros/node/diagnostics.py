@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -49,9 +50,23 @@ class Timings:
             self.last_error = (text, time.monotonic())
 
 
-def build(node_name: str, state: str, device: str, info: Dict[str, str], timings: Timings, since: float,
-          cameras, depths, source, untrained: bool, load_error: str) -> DiagnosticArray:
-    """The DiagnosticArray for the period since `since` (monotonic). Resets the cameras' latency lists."""
+@dataclass(frozen=True)
+class NodeStatus:
+    """The node as /diagnostics reports it, taken once per message."""
+
+    name: str
+    state: str  # lifecycle state label
+    device: str
+    info: Dict[str, str]  # extra key/values (precision, model, labels, ...)
+    untrained: bool
+    load_error: str  # why configure failed, or ""
+
+
+def build(node: NodeStatus, timings: Timings, since: float, cameras: Sequence, depths: Sequence,
+          source) -> DiagnosticArray:
+    """The DiagnosticArray for the period since `since` (monotonic): one status for the node, one per
+    camera (with its depth input's, if any). Resets the cameras' latency lists in `source` (FrameSource)."""
+    node_name, state, device = node.name, node.state, node.device
     now = time.monotonic()
     period = max(1e-3, now - since)
     with timings.lock:
@@ -72,8 +87,8 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
                 st.latencies.clear()
     lat = [x for c in per_cam for x in c[5]]
     top = DiagnosticStatus(name=f"{node_name}: segmentation", hardware_id=device)
-    if load_error:
-        top.level, top.message = ERROR, load_error
+    if node.load_error:
+        top.level, top.message = ERROR, node.load_error
     elif state != "active":
         top.level, top.message = OK, f"{state} (not processing)"
     elif err_text and now - err_time < 2 * period + 1.0:
@@ -82,7 +97,7 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
         top.level, top.message = WARN, f"no frames processed in the last {period:.1f} s"
     else:
         top.level, top.message = OK, f"{rate:.1f} Hz, latency {1000 * float(np.mean(lat or [0])):.0f} ms"
-    if state == "active" and untrained and top.level == OK:
+    if state == "active" and node.untrained and top.level == OK:
         top.level, top.message = WARN, top.message + " (UNTRAINED model: no weights)"
     totals = [sum(c[k] for c in per_cam) for k in range(5)]
     values = {
@@ -94,7 +109,7 @@ def build(node_name: str, state: str, device: str, info: Dict[str, str], timings
         "batch_size_mean": f"{frames / len(recent):.2f}" if recent else "",
         "frames_received": str(totals[0]), "frames_processed": str(totals[1]),
         "dropped_overwritten": str(totals[2]), "dropped_stale": str(totals[3]), "dropped_invalid": str(totals[4]),
-        "errors": str(errors), "last_error": err_text, "device": device, **info,
+        "errors": str(errors), "last_error": err_text, "device": device, **node.info,
     }
     top.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     statuses = [top]

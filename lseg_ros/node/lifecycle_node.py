@@ -353,9 +353,10 @@ class LSegNode(LifecycleNode):
             "labels": ", ".join(active.names) if active else ", ".join(self.labels.texts),
             "label_map_version": str(active.version if active else 0),
         }
-        arr = diagnostics.build(self.get_name(), self.state, self.device, info, self.timings, self._diag_t,
-                                list(self.cameras), list(self.depths), self.frames, cfg.untrained,
-                                self._load_error)
+        status = diagnostics.NodeStatus(self.get_name(), self.state, self.device, info, cfg.untrained,
+                                        self._load_error)
+        arr = diagnostics.build(status, self.timings, self._diag_t, list(self.cameras), list(self.depths),
+                                self.frames)
         self._diag_t = time.monotonic()
         arr.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(arr)
