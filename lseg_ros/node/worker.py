@@ -10,8 +10,9 @@ They hand over through one slot (`Handoff`): `lseg_infer` takes new frames only 
 so at most two batches are in flight (one computing, one queued behind it on the GPU) while the
 previous one is published, and nothing queues up: frames not taken are replaced inside DDS. When
 `submit` computed the batch itself (the CPU: `PendingBatch.in_background` is False), `lseg_infer` also
-waits until that batch is published: the two stages then run one after the other, as a forward beside
-the publishing would only compete with it for the same cores.
+waits until that batch is published: the two stages then run one after the other, so the publishing
+never shares the cores with a forward (overlapping them was measured no faster on 2 cores:
+docs/performance.md, the node on the CPU).
 Every frame's mask ids, class_confidences and label-map version come from the one label set taken
 with its batch. An exception inside inference (out of memory on a large frame, ...) is reported in
 /diagnostics and the next batch goes on.
@@ -195,8 +196,7 @@ class InferenceWorker:
             return
         batch = self._submit(ctx, items)
         if batch is not None and not self.cancel.is_set():
-            # A batch computed on this thread (the CPU) is published before the next is taken: a forward
-            # beside the publishing would only compete with it for the same cores.
+            # A batch computed on this thread (the CPU) is published before the next is taken.
             self.handoff.put(batch, hold=not batch.pending.in_background)
 
     def _decode(self, ctx: BatchContext, items, stages: Dict[str, float]) -> List[_Frame]:
