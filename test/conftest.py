@@ -4,7 +4,9 @@ ROS tests get their own ROS_DOMAIN_ID: ids are claimed with a lock file under th
 concurrent test runs on one machine (several checkouts, CI beside a developer) never see each
 other's nodes. HF_HUB_OFFLINE keeps timm/open_clip from reaching for a model hub.
 """
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +66,19 @@ def onnx_exports(tmp_path_factory):
     from onnx_exports import make_exports
 
     return make_exports(tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture
+def benchmark_dry_run(tmp_path):
+    """Runs `python -m benchmarks NAME --dry-run ARGS --out tmp_path` (a prepared GPU check on the CPU,
+    tiny models) and returns (the report's JSON path, its data); asserts it ended well and says so."""
+    def run(name: str, *args: str, report: str):
+        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, "-m", "benchmarks", name, "--dry-run", *args, "--out", str(tmp_path)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        (path,) = tmp_path.glob(report)
+        data = json.loads(path.read_text())
+        assert data["env"]["dry_run"] and data["env"]["untrained"]
+        return path, data
+    return run

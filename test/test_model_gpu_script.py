@@ -1,22 +1,9 @@
 """benchmarks/gpu_fastpath.py, the prepared GPU check, completes its --dry-run on the CPU (tiny models)
 and writes its report and JSON: the device machine's few minutes are not spent finding script errors."""
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_fastpath_dry_run(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "gpu_fastpath", "--dry-run", "--runs", "1",
-                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    (report,) = tmp_path.glob("gpu_fastpath_dry-run-cpu_*.json")
-    data = json.loads(report.read_text())
-    assert data["env"]["dry_run"] and data["env"]["untrained"]
+def test_gpu_fastpath_dry_run(benchmark_dry_run):
+    report, data = benchmark_dry_run("gpu_fastpath", "--runs", "1", report="gpu_fastpath_dry-run-cpu_*.json")
     variants = data["env"]["variants"]
     assert "fp16+compile+graphs" in variants
     for v in variants[1:]:  # every variant compared with fp32 on the fixtures and on photos
