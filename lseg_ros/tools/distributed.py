@@ -111,6 +111,10 @@ def session(device: str | None, timeout_s: float = DEFAULT_TIMEOUT_S):
     ranks = start(device, timeout_s)
     try:
         yield ranks
+        if ranks.launched and ranks.world_size > 1:
+            # Leave together: a rank that tore its group down while another was still writing ended in
+            # gloo's teardown with SIGABRT ("terminate called without an active exception") on a loaded machine.
+            dist.barrier()
     except RuntimeError as e:
         if not ranks.launched or ranks.world_size == 1:
             raise
