@@ -109,7 +109,7 @@ def test_both_cameras_share_one_onnxruntime_batch_and_the_provider_is_shown(rig)
              "a batch of two frames")
     backend = _diag(t, BACKENDS["o"], "backend")[-1]
     assert "onnxruntime" in backend and "CPUExecutionProvider" in backend, backend
-    # Both nodes publish on /diagnostics; on a loaded machine the torch node's may come later (a loaded run had none yet).
+    # Both nodes publish on /diagnostics; under load the torch node's may come later (a loaded run had none yet).
     try:
         wait_for(lambda: _diag(t, BACKENDS["t"], "backend"), 20, "the torch node's diagnostics")
     except AssertionError as exc:
