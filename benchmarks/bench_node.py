@@ -8,23 +8,26 @@ Per scenario (`CAMERASxRATE`: that many cameras, each 640x480 rgb8 at RATE Hz, r
 test/fake_camera.py in its own process), in --rounds rounds so the machine's drifts hit both sides:
 1. the node (its own process; the model untrained; `image_topics` = cam0/image ... for the most cameras
    of any scenario, of which the scenario streams the first CAMERAS) serves the stream while this
-   process subscribes to the --outputs of every streaming camera (images as raw bytes: nothing is
-   deserialised) and to class_confidences;
+   process subscribes to class_confidences and to the --outputs of every streaming camera (images
+   delivered but left in DDS while the node is timed; after the round the newest must be the last
+   frame's: `newest_stamp`);
 2. the stream stops and the same frames (CAMERAS of them in one batch) go through the bare Predictor
    in this process, built by the model library's builder with the node's own fast-path rule
    (predictor_setup.fast_path) and asked for the same images (class ids, overlay, the heatmap),
    one batch at a time (`predict_batch`) and pipelined (`submit` of batch k+1 before the result of k).
-Reported per scenario: frames out per second (all cameras, and each camera), the node's rate over the
-bare one (both ways of calling it), stamp-to-arrival latency of class_confidences (same host clock),
-the node's /diagnostics (device, precision, fast path, inference and publishing time, its own work per
-stage, received and dropped frames), the CPU each process used while the camera streamed (the node,
-the camera, this process as the outputs' subscriber; in cores, from /proc) and the bare Predictor's, and
-what ran on each side.
+Reported per scenario: frames out per second (all cameras, and each camera; each camera's between its
+first and last output of a round), the node's rate over the bare one (both ways of calling it; the bare
+rate is batches over the time they took, a mean as the node's is), stamp-to-arrival latency of
+class_confidences (same host clock), the node's /diagnostics (device, precision, fast path, inference
+and publishing time, its own work per stage averaged over the run, received and dropped frames), the
+CPU each process used while the camera streamed (the node, the camera, this process as the outputs'
+subscriber; in cores, from /proc) and the bare Predictor's, and what ran on each side.
 """
 import argparse
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -74,8 +77,44 @@ def bare_predictor(a, values: dict):
     return pred, fp, time.perf_counter() - t0
 
 
+def stream_rate(arrivals) -> float:
+    """Outputs per second while frames flow: between a camera's first and last output of a round, so
+    neither the camera's start nor its exit (when no frame comes) is counted against the node."""
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+
+
+def mean_stages(periods) -> dict:
+    """{stage: ms per frame}, the mean over /diagnostics periods ("decode 0.06, mask 0.37, ...")."""
+    acc: dict = {}
+    for text in periods:
+        for part in text.split(","):
+            name, _, ms = part.strip().rpartition(" ")
+            acc.setdefault(name, []).append(float(ms))
+    return {k: round(statistics.fmean(v), 2) for k, v in acc.items()}
+
+
+def newest_stamp(sub, want, timeout: float = 5.0):
+    """(sec, nanosec) of the newest message in a subscription the executor never serves (`PulledGroup`,
+    raw), once it is `want` or `timeout` s have passed (None if none came). The benchmark's image outputs
+    are subscribed this way: DDS delivers every message to this process (the node computes and sends them
+    as for any subscriber) and keeps the newest two, but no Python work is spent on them while the node is
+    timed (a consumer's own cost is not the node's); after each round the newest one must be the last
+    frame's. The node publishes the images before the class confidences, but a large reliable message
+    may still be in repair when the small one is in: hence the wait."""
+    newest, end = None, time.monotonic() + timeout
+    while True:
+        with sub.handle:
+            while (got := sub.handle.take_message(sub.msg_type, True)) is not None:
+                # CDR: a 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp.sec, .nanosec
+                newest = struct.unpack_from("<iI" if got[0][1] == 1 else ">iI", got[0], 4)
+        if newest == want or time.monotonic() > end:
+            return newest
+        time.sleep(0.02)
+
+
 def time_bare(pred, frames, outputs, labels, k: int, pipelined: bool) -> float:
-    """Median seconds per batch of `frames` over k batches (in a non-main thread, as the node's worker)."""
+    """Seconds per batch of `frames`, the mean over k batches (a rate, as the node's is; in a non-main
+    thread, as the node's worker)."""
     from lseg_ros.imaging import palette
     from lseg_ros.model.render import OverlayStyle, RenderRequest
     render = RenderRequest(class_ids="mask" in outputs,
@@ -103,7 +142,7 @@ def time_bare(pred, frames, outputs, labels, k: int, pipelined: bool) -> float:
     th = threading.Thread(target=loop)
     th.start()
     th.join()
-    return statistics.median(times)
+    return statistics.fmean(times)
 
 
 def main() -> int:
@@ -143,6 +182,7 @@ def run(a, domain: int, env: dict, ctx) -> int:
     from sensor_msgs.msg import Image
 
     from lseg_ros.msg import ClassConfidences
+    from lseg_ros.node.cameras import PulledGroup
     from ros_harness import NodeProcess, diagnostics_value, photo
 
     scenarios = parse_scenarios(a.scenarios) if a.scenarios else [(a.cameras, a.rate)]
@@ -171,7 +211,7 @@ def run(a, domain: int, env: dict, ctx) -> int:
     def spin_for(seconds: float, until=None) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not (until and until()):
-            ex.spin_once(timeout_sec=0.01)
+            ex.spin_once(timeout_sec=0.1)  # returns as soon as a message is in: the timeout only bounds idling
 
     def stream(cams: int, rate: float, seconds: float):
         topics = ",".join(f"cam{i}/image" for i in range(cams))
@@ -182,10 +222,10 @@ def run(a, domain: int, env: dict, ctx) -> int:
     results = []
     try:
         node.wait_ready(timeout=900)
-        for i in range(ncams):  # the image outputs, raw: subscribed (so computed and sent), not deserialised
+        for i in range(ncams):  # the image outputs: subscribed, so computed and sent (newest_stamp)
             for o in outputs:
                 raw_subs[i].append(n.create_subscription(Image, f"cam{i}/{OUTPUT_TOPICS[o]}", lambda m: None, 2,
-                                                         raw=True))
+                                                         raw=True, callback_group=PulledGroup()))
         for cams, rate in scenarios:
             warm = stream(cams, rate, 600)  # warm-up: until the first output of every streaming camera
             spin_for(600, lambda: all(arrivals[i] for i in range(cams)))
@@ -213,23 +253,35 @@ def run(a, domain: int, env: dict, ctx) -> int:
                 lat += [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec)
                         for i in range(cams) for t, m in arrivals[i][first[i]:]]
                 spin_for(1.0)  # the batch in hand finishes; the node then idles
+                stale = []  # image outputs whose newest message is not the camera's last frame's
+                for i in (i for i in range(cams) if arrivals[i]):  # a starved camera shows in its rate
+                    want = (arrivals[i][-1][1].header.stamp.sec, arrivals[i][-1][1].header.stamp.nanosec)
+                    for sub in raw_subs[i]:
+                        if (newest := newest_stamp(sub, want)) != want:
+                            stale.append(sub.topic_name)
+                            print(f"   {sub.topic_name}: newest message stamped {newest}, the last frame {want}",
+                                  flush=True)
                 k = max(5, min(200, sum(got.values()) // cams))
                 t_bare, cpu_bare = time.monotonic(), cpu_seconds(os.getpid())
                 serial = time_bare(pred, frames, outputs, labels, k, pipelined=False)
                 cpu["bare (this process)"] = (cpu_seconds(os.getpid()) - cpu_bare) / (time.monotonic() - t_bare)
                 piped = time_bare(pred, frames, outputs, labels, k, pipelined=True)
-                node_fps = sum(got.values()) / dt
-                rounds.append({"node_fps": node_fps, "per_camera_fps": [got[i] / dt for i in range(cams)],
-                               "bare_fps": cams / serial, "bare_pipelined_fps": cams / piped, "cpu_cores": cpu})
-                print(f"{cams}x{rate:g} Hz round {r + 1}/{a.rounds}: node {node_fps:.1f} frames/s out "
-                      f"({', '.join(f'{got[i] / dt:.1f}' for i in range(cams))} per camera); bare {cams / serial:.1f} "
+                per_cam = [stream_rate([t for t, _ in arrivals[i]]) for i in range(cams)]
+                rounds.append({"node_fps": sum(per_cam), "per_camera_fps": per_cam,
+                               "node_fps_to_camera_exit": sum(got.values()) / dt,
+                               "bare_fps": cams / serial, "bare_pipelined_fps": cams / piped, "cpu_cores": cpu,
+                               "outputs_delivered": not stale})
+                print(f"{cams}x{rate:g} Hz round {r + 1}/{a.rounds}: node {sum(per_cam):.1f} frames/s out "
+                      f"({', '.join(f'{v:.1f}' for v in per_cam)} per camera); bare {cams / serial:.1f} "
                       f"frames/s one batch at a time, {cams / piped:.1f} pipelined", flush=True)
-            d = {k: diagnostics_value(diags, k) for k in ("device", "precision", "fast_path", "frames_received",
-                                                           "dropped_overwritten", "batch_size_mean")}
-            stages = [v for v in (diagnostics_value([m], "node_stages_ms_per_frame") for m in diags) if v]
-            d["node_stages_ms_per_frame"] = stages[len(stages) // 2] if stages else "-"  # a mid-run period
+            given = lambda key: [v for v in (diagnostics_value([m], key) for m in diags) if v]  # noqa: E731
+            # the latest value each key had (a period in which the node idled leaves some empty)
+            d = {k: (given(k) or [None])[-1] for k in ("device", "precision", "fast_path", "frames_received",
+                                                       "dropped_overwritten", "batch_size_mean")}
+            d["node_stages_ms_per_frame"] = mean_stages(given("node_stages_ms_per_frame"))
+            d["node_own_work_ms_per_frame"] = round(sum(d["node_stages_ms_per_frame"].values()), 2)
             for key in ("inference_ms_mean", "publish_ms_mean", "latency_ms_mean"):
-                vals = [float(v) for v in (diagnostics_value([m], key) for m in diags) if v]
+                vals = [float(v) for v in given(key)]
                 d[key] = round(statistics.mean(vals), 2) if vals else None
             med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
             res = {"cameras": cams, "rate_hz": rate, "node_fps": med("node_fps"),
@@ -253,7 +305,9 @@ def run(a, domain: int, env: dict, ctx) -> int:
                   f"inference {d['inference_ms_mean']} ms, publishing {d['publish_ms_mean']} ms per batch, batch size "
                   f"{d['batch_size_mean']}, received {d['frames_received']}, overwritten {d['dropped_overwritten']}",
                   flush=True)
-            print(f"   node's own work per frame, ms: {d['node_stages_ms_per_frame']}", flush=True)
+            print(f"   node's own work per frame, ms (mean of the /diagnostics periods while streaming): "
+                  f"{d['node_own_work_ms_per_frame']} = " + ", ".join(
+                      f"{k} {v}" for k, v in d["node_stages_ms_per_frame"].items()), flush=True)
             print("   CPU in cores (1.0 = one core busy) while streaming, and bare: " + ", ".join(
                 f"{k} {v:.2f}" for k, v in res["cpu_cores"].items()), flush=True)
     finally:
