@@ -99,8 +99,8 @@ def newest_stamp(sub, want, timeout: float = 5.0):
     are subscribed this way: DDS delivers every message to this process (the node computes and sends them
     as for any subscriber) and keeps the newest two, but no Python work is spent on them while the node is
     timed (a consumer's own cost is not the node's); after each round the newest one must be the last
-    frame's. The node publishes the images before the class confidences, but a large reliable message
-    may still be in repair when the small one is in: hence the wait."""
+    frame's. The node publishes the images before the class confidences, but nothing orders their
+    arrival across topics: hence the wait."""
     newest, end = None, time.monotonic() + timeout
     while True:
         with sub.handle:
