@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prepared GPU run: on a CUDA machine without network or ROS, in one command (about 8-9 minutes on an H200):
+# The prepared GPU run: on a CUDA machine without network or ROS, in one command, its steps bounded by a budget
+# (GPU_SESSION_BUDGET, 540 s; docs/performance.md, the GPU check):
 #   tests  test/test_model_cuda.py (the CUDA paths: transfer ring, pipelined submit, images built on the GPU,
 #          the post-processing compiled by inductor for CUDA);
 #   bare   benchmarks/gpu_fastpath.py: the bare model (fidelity, one-at-a-time and pipelined speed, GPU time
