@@ -10,7 +10,7 @@ test/fake_camera.py in its own process), in --rounds rounds so the machine's dri
    of any scenario, of which the scenario streams the first CAMERAS) serves the stream while this
    process subscribes to class_confidences and to the --outputs of every streaming camera (images
    delivered but left in DDS while the node is timed; after the round the newest must be the last
-   frame's: `newest_stamp`);
+   frame's: `undelivered`);
 2. the stream stops and the same frames (CAMERAS of them in one batch) go through the bare Predictor
    in this process, built by the model library's builder with the node's own fast-path rule
    (predictor_setup.fast_path) and asked for the same images (class ids, overlay, the heatmap),
@@ -93,23 +93,42 @@ def mean_stages(periods) -> dict:
     return {k: round(statistics.fmean(v), 2) for k, v in acc.items()}
 
 
-def newest_stamp(sub, want, timeout: float = 5.0):
+def newest_stamp(sub, newest=None):
     """(sec, nanosec) of the newest message in a subscription the executor never serves (`PulledGroup`,
-    raw), once it is `want` or `timeout` s have passed (None if none came). The benchmark's image outputs
-    are subscribed this way: DDS delivers every message to this process (the node computes and sends them
-    as for any subscriber) and keeps the newest two, but no Python work is spent on them while the node is
-    timed (a consumer's own cost is not the node's); after each round the newest one must be the last
-    frame's. The node publishes the images before the class confidences, but nothing orders their
-    arrival across topics: hence the wait."""
-    newest, end = None, time.monotonic() + timeout
-    while True:
-        with sub.handle:
-            while (got := sub.handle.take_message(sub.msg_type, True)) is not None:
-                # CDR: a 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp.sec, .nanosec
-                newest = struct.unpack_from("<iI" if got[0][1] == 1 else ">iI", got[0], 4)
-        if newest == want or time.monotonic() > end:
-            return newest
-        time.sleep(0.02)
+    raw), taking all it holds; `newest` (the last answer) when it holds none. The benchmark's image
+    outputs are subscribed this way: DDS delivers every message to this process (the node computes and
+    sends them as for any subscriber) and keeps the newest two, but no Python work is spent on them while
+    the node is timed (a consumer's own cost is not the node's); after each round the newest one must be
+    the last frame's."""
+    with sub.handle:
+        while (got := sub.handle.take_message(sub.msg_type, True)) is not None:
+            # CDR: a 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp.sec, .nanosec
+            newest = struct.unpack_from("<iI" if got[0][1] == 1 else ">iI", got[0], 4)
+    return newest
+
+
+def undelivered(subs: dict, arrivals: dict, spin_for, timeout: float = 5.0) -> list:
+    """The image outputs ({camera: [subscription]}) whose newest message is not their camera's last
+    class_confidences' frame (`arrivals`: {camera: [(time, message)]}), each printed. A message lost
+    on the way (DDS under load) is repaired at the writer's next heartbeat, seconds later, on either
+    side: both are waited for, up to `timeout` s, the executor spinning."""
+    pairs = [(i, sub) for i in subs if arrivals[i] for sub in subs[i]]
+    newest = {}
+
+    def last(i: int):
+        stamp = arrivals[i][-1][1].header.stamp
+        return stamp.sec, stamp.nanosec
+
+    def delivered() -> bool:
+        newest.update({sub: newest_stamp(sub, newest.get(sub)) for _, sub in pairs})
+        return all(newest[sub] == last(i) for i, sub in pairs)
+
+    spin_for(timeout, delivered)
+    stale = [(i, sub) for i, sub in pairs if newest[sub] != last(i)]
+    for i, sub in stale:
+        print(f"   {sub.topic_name}: newest message stamped {newest[sub]}, the camera's last class_confidences "
+              f"{last(i)}", flush=True)
+    return [sub.topic_name for _, sub in stale]
 
 
 def time_bare(pred, frames, outputs, labels, k: int, pipelined: bool) -> float:
@@ -222,7 +241,7 @@ def run(a, domain: int, env: dict, ctx) -> int:
     results = []
     try:
         node.wait_ready(timeout=900)
-        for i in range(ncams):  # the image outputs: subscribed, so computed and sent (newest_stamp)
+        for i in range(ncams):  # the image outputs: subscribed, so computed and sent (undelivered)
             for o in outputs:
                 raw_subs[i].append(n.create_subscription(Image, f"cam{i}/{OUTPUT_TOPICS[o]}", lambda m: None, 2,
                                                          raw=True, callback_group=PulledGroup()))
@@ -253,20 +272,13 @@ def run(a, domain: int, env: dict, ctx) -> int:
                 lat += [t - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec)
                         for i in range(cams) for t, m in arrivals[i][first[i]:]]
                 spin_for(1.0)  # the batch in hand finishes; the node then idles
-                stale = []  # image outputs whose newest message is not the camera's last frame's
-                for i in (i for i in range(cams) if arrivals[i]):  # a starved camera shows in its rate
-                    want = (arrivals[i][-1][1].header.stamp.sec, arrivals[i][-1][1].header.stamp.nanosec)
-                    for sub in raw_subs[i]:
-                        if (newest := newest_stamp(sub, want)) != want:
-                            stale.append(sub.topic_name)
-                            print(f"   {sub.topic_name}: newest message stamped {newest}, the last frame {want}",
-                                  flush=True)
+                per_cam = [stream_rate([t for t, _ in arrivals[i]]) for i in range(cams)]
+                stale = undelivered({i: raw_subs[i] for i in range(cams)}, arrivals, spin_for)
                 k = max(5, min(200, sum(got.values()) // cams))
                 t_bare, cpu_bare = time.monotonic(), cpu_seconds(os.getpid())
                 serial = time_bare(pred, frames, outputs, labels, k, pipelined=False)
                 cpu["bare (this process)"] = (cpu_seconds(os.getpid()) - cpu_bare) / (time.monotonic() - t_bare)
                 piped = time_bare(pred, frames, outputs, labels, k, pipelined=True)
-                per_cam = [stream_rate([t for t, _ in arrivals[i]]) for i in range(cams)]
                 rounds.append({"node_fps": sum(per_cam), "per_camera_fps": per_cam,
                                "node_fps_to_camera_exit": sum(got.values()) / dt,
                                "bare_fps": cams / serial, "bare_pipelined_fps": cams / piped, "cpu_cores": cpu,
