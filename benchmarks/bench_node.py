@@ -94,12 +94,10 @@ def mean_stages(periods) -> dict:
 
 
 def newest_stamp(sub, newest=None):
-    """(sec, nanosec) of the newest message in a subscription the executor never serves (`PulledGroup`,
-    raw), taking all it holds; `newest` (the last answer) when it holds none. The benchmark's image
-    outputs are subscribed this way: DDS delivers every message to this process (the node computes and
-    sends them as for any subscriber) and keeps the newest two, but no Python work is spent on them while
-    the node is timed (a consumer's own cost is not the node's); after each round the newest one must be
-    the last frame's."""
+    """(sec, nanosec) of the newest message held by a subscription the executor never serves
+    (`PulledGroup`, raw), taking them all; `newest` (the last answer) when it holds none. The image
+    outputs are subscribed so: DDS delivers them (the node computes and sends them as for any
+    subscriber) but no Python work is spent on them while the node is timed."""
     with sub.handle:
         while (got := sub.handle.take_message(sub.msg_type, True)) is not None:
             # CDR: a 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp.sec, .nanosec
