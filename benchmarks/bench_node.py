@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -95,13 +94,12 @@ def mean_stages(periods) -> dict:
 
 def newest_stamp(sub, newest=None):
     """(sec, nanosec) of the newest message held by a subscription the executor never serves
-    (`PulledGroup`, raw), taking them all; `newest` (the last answer) when it holds none. The image
+    (`PulledGroup`), taking them all; `newest` (the last answer) when it holds none. The image
     outputs are subscribed so: DDS delivers them (the node computes and sends them as for any
     subscriber) but no Python work is spent on them while the node is timed."""
     with sub.handle:
-        while (got := sub.handle.take_message(sub.msg_type, True)) is not None:
-            # CDR: a 4-byte encapsulation header (byte 1: 1 = little endian), then header.stamp.sec, .nanosec
-            newest = struct.unpack_from("<iI" if got[0][1] == 1 else ">iI", got[0], 4)
+        while (got := sub.handle.take_message(sub.msg_type, False)) is not None:
+            newest = got[0].header.stamp.sec, got[0].header.stamp.nanosec
     return newest
 
 
@@ -220,7 +218,7 @@ def run(a, domain: int, env: dict, ctx) -> int:
     for i in range(ncams):
         n.create_subscription(ClassConfidences, f"cam{i}/lseg/class_confidences",
                               lambda m, i=i: arrivals[i].append((time.time(), m)), 50)
-    raw_subs = {i: [] for i in range(ncams)}
+    image_subs = {i: [] for i in range(ncams)}
     n.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(n)
@@ -241,8 +239,8 @@ def run(a, domain: int, env: dict, ctx) -> int:
         node.wait_ready(timeout=900)
         for i in range(ncams):  # the image outputs: subscribed, so computed and sent (undelivered)
             for o in outputs:
-                raw_subs[i].append(n.create_subscription(Image, f"cam{i}/{OUTPUT_TOPICS[o]}", lambda m: None, 2,
-                                                         raw=True, callback_group=PulledGroup()))
+                image_subs[i].append(n.create_subscription(Image, f"cam{i}/{OUTPUT_TOPICS[o]}", lambda m: None, 2,
+                                                         callback_group=PulledGroup()))
         for cams, rate in scenarios:
             warm = stream(cams, rate, 600)  # warm-up: until the first output of every streaming camera
             spin_for(600, lambda: all(arrivals[i] for i in range(cams)))
@@ -271,7 +269,7 @@ def run(a, domain: int, env: dict, ctx) -> int:
                         for i in range(cams) for t, m in arrivals[i][first[i]:]]
                 spin_for(1.0)  # the batch in hand finishes; the node then idles
                 per_cam = [stream_rate([t for t, _ in arrivals[i]]) for i in range(cams)]
-                stale = undelivered({i: raw_subs[i] for i in range(cams)}, arrivals, spin_for)
+                stale = undelivered({i: image_subs[i] for i in range(cams)}, arrivals, spin_for)
                 k = max(5, min(200, sum(got.values()) // cams))
                 t_bare, cpu_bare = time.monotonic(), cpu_seconds(os.getpid())
                 serial = time_bare(pred, frames, outputs, labels, k, pipelined=False)
